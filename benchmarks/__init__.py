@@ -1,0 +1,1 @@
+"""Benchmarks: every performance target, as a ratio against its reference in the same run."""

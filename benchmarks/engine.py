@@ -1,0 +1,245 @@
+"""Storage engine workloads: bytes and files in and out, re-puts, small edits."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import cas
+from benchmarks.harness import Row, alternate, median, remove, throughput_row, tree_size
+
+
+def _random_bytes(size: int, seed: int = 0) -> bytes:
+    return np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
+
+
+def _write_plain(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _read_plain(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def bytes_put_get(work: Path, size: int, repeats: int) -> list[Row]:
+    """put/get of incompressible bytes vs writing/reading a plain file."""
+    data = _random_bytes(size)
+    plain = work / "plain.bin"
+    store_dir = work / "store"
+
+    def cas_put() -> None:
+        with cas.open(store_dir) as store:
+            store.put(data, "blob")
+
+    times = alternate(
+        {
+            "cas": (cas_put, lambda: remove(store_dir)),
+            "plain": (lambda: _write_plain(plain, data), lambda: remove(plain)),
+        },
+        repeats,
+    )
+    rows = [throughput_row("put bytes (incompressible)", size, times["cas"], times["plain"], "file write", 0.8)]
+
+    _write_plain(plain, data)
+    with cas.open(store_dir) as store:
+        store.put(data, "blob")
+        rows[0].stored_bytes = tree_size(store_dir)
+        get_times = alternate(
+            {"cas": (lambda: store.get("blob"), None), "plain": (lambda: _read_plain(plain), None)}, repeats
+        )
+        got = store.get("blob")
+        assert got == data, "get returned different bytes"
+        del got
+    rows.append(
+        throughput_row("get bytes (incompressible)", size, get_times["cas"], get_times["plain"], "file read", 0.8)
+    )
+    remove(store_dir)
+    remove(plain)
+    return rows
+
+
+def file_put_get(work: Path, size: int, repeats: int, *, compressible: bool = False) -> list[Row]:
+    """put/get of a file on disk vs copying the file."""
+    source = work / "source.bin"
+    if compressible:
+        _write_plain(source, _csv_like(size))
+        label = "CSV-like text file"
+    else:
+        _write_plain(source, _random_bytes(size, seed=1))
+        label = "file (incompressible)"
+    copy = work / "copy.bin"
+    out = work / "restored.bin"
+    store_dir = work / "store"
+
+    def cas_put() -> None:
+        with cas.open(store_dir) as store:
+            store.put(source, "file")
+
+    times = alternate(
+        {
+            "cas": (cas_put, lambda: remove(store_dir)),
+            "plain": (lambda: shutil.copyfile(source, copy), lambda: remove(copy)),
+        },
+        repeats,
+    )
+    rows = [throughput_row(f"put {label}", size, times["cas"], times["plain"], "file copy", 0.8)]
+    with cas.open(store_dir) as store:
+        store.put(source, "file")
+        rows[0].stored_bytes = tree_size(store_dir)
+        get_times = alternate(
+            {
+                "cas": (lambda: store.get("file", path=out), lambda: remove(out)),
+                "plain": (lambda: shutil.copyfile(source, copy), lambda: remove(copy)),
+            },
+            repeats,
+        )
+        store.get("file", path=out)
+        assert _same_file(out, source), "restored file differs"
+    rows.append(
+        throughput_row(f"get {label} (to a path)", size, get_times["cas"], get_times["plain"], "file copy", 0.8)
+    )
+    for p in (store_dir, source, out):
+        remove(p)
+    return rows
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(16 << 20), fb.read(16 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def _csv_like(size: int) -> bytes:
+    rng = np.random.default_rng(2)
+    rows = []
+    total = 0
+    i = 0
+    while total < size:
+        block = rng.normal(size=(10000, 4))
+        lines = "".join(
+            f"{i + k},{a:.6f},{b:.6f},{c:.4f},{'yes' if d > 0 else 'no'}\n" for k, (a, b, c, d) in enumerate(block)
+        )
+        rows.append(lines.encode())
+        total += len(rows[-1])
+        i += 10000
+    return b"".join(rows)[:size]
+
+
+def reput_and_edits(work: Path, size: int, repeats: int) -> list[Row]:
+    """Re-put of identical data, 1% scattered edits, a 100-byte insertion: time and new bytes."""
+    data = _random_bytes(size, seed=3)
+    store_dir = work / "store"
+    rows = []
+    firsts, seconds, new_bytes = [], [], []
+    for _ in range(repeats):
+        remove(store_dir)
+        with cas.open(store_dir) as store:
+            firsts.append(_t(lambda: store.put(data, "x")))
+            before = tree_size(store_dir)
+            seconds.append(_t(lambda: store.put(data, "x")))
+            new_bytes.append(tree_size(store_dir) - before - _ref_bytes(store_dir))
+    speedups = [f / s for f, s in zip(firsts, seconds, strict=False)]
+    rows.append(
+        Row(
+            "re-put identical (speed-up over first put)",
+            median(speedups),
+            "x",
+            min(speedups),
+            max(speedups),
+            "first put",
+            1.0,
+            median(speedups),
+            ">= 4x",
+            median(speedups) >= 4,
+            stored_bytes=max(new_bytes),
+        )
+    )
+    rows.append(
+        Row(
+            "re-put identical: new bytes stored",
+            float(max(new_bytes)),
+            "B",
+            float(min(new_bytes)),
+            float(max(new_bytes)),
+            "",
+            None,
+            None,
+            "0",
+            max(new_bytes) == 0,
+            stored_bytes=max(new_bytes),
+        )
+    )
+
+    edited = bytearray(data)
+    rng = np.random.default_rng(4)
+    run = size // 100 // 64
+    for start in sorted(rng.choice(size - run, 64, replace=False)):
+        edited[start : start + run] = _random_bytes(run, seed=int(start))
+    inserted = data[: size // 2] + _random_bytes(100, seed=5) + data[size // 2 :]
+    for label, variant, limit in (
+        ("1% changed in 64 runs", bytes(edited), 0.03),
+        ("100 bytes inserted mid-way", inserted, 0.02),
+    ):
+        with cas.open(store_dir) as store:
+            before = tree_size(store_dir)
+            store.put(variant, "x")
+            assert store.get("x") == variant
+            added = tree_size(store_dir) - before - _ref_bytes(store_dir)
+        share = added / size
+        rows.append(
+            Row(
+                f"{label}: new bytes / size",
+                share * 100,
+                "%",
+                share * 100,
+                share * 100,
+                "",
+                None,
+                None,
+                f"<= {limit * 100:g}%",
+                share <= limit,
+                stored_bytes=added,
+            )
+        )
+    remove(store_dir)
+    return rows
+
+
+def _ref_bytes(store_dir: Path) -> int:
+    """Bytes of the newest version file: a ref, not stored data."""
+    versions = sorted((store_dir / "refs" / "x" / "@v").iterdir(), key=lambda p: int(p.name))
+    return versions[-1].stat().st_size
+
+
+def _t(fn: object) -> float:
+    import time
+
+    start = time.perf_counter()
+    fn()  # type: ignore[operator]
+    return time.perf_counter() - start
+
+
+WORKLOADS = {
+    "bytes": bytes_put_get,
+    "file": file_put_get,
+    "csv": lambda work, size, repeats: file_put_get(work, size, repeats, compressible=True),
+    "edits": reput_and_edits,
+}
+
+
+def run(names: list[str], size: int, repeats: int) -> list[Row]:
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="cas-bench-", dir=os.environ.get("CAS_BENCH_DIR")) as tmp:
+        for name in names:
+            rows += WORKLOADS[name](Path(tmp), size, repeats)
+    return rows

@@ -1,0 +1,60 @@
+"""cas: a content-addressed artifact store with a git-like model.
+
+import cas
+store = cas.open()                 # ./.cas, found like git finds .git
+ref = store.put(b"...", "dataset") # dataset@1
+data = store.get("dataset")
+"""
+
+from cas.errors import (
+    AmbiguousRefError,
+    BackendError,
+    CasError,
+    CorruptObjectError,
+    IntegrityError,
+    InvalidMetadataError,
+    InvalidNameError,
+    ObjectNotFoundError,
+    PathRequiredError,
+    RefExistsError,
+    RefNotFoundError,
+    SourceNotFoundError,
+    StoreNotFoundError,
+    UnsupportedTypeError,
+)
+from cas.store import ArtifactInfo, FileInfo, Ref, Store, open
+from materializers import Materializer
+from materializers import registry as _registry
+
+__version__ = "0.1.0"
+
+
+def register_materializer(cls: type[Materializer]) -> type[Materializer]:
+    """Register a materializer class for its types (usable as a decorator)."""
+    return _registry.register(cls)
+
+
+__all__ = [
+    "AmbiguousRefError",
+    "ArtifactInfo",
+    "BackendError",
+    "CasError",
+    "CorruptObjectError",
+    "FileInfo",
+    "IntegrityError",
+    "InvalidMetadataError",
+    "InvalidNameError",
+    "Materializer",
+    "ObjectNotFoundError",
+    "PathRequiredError",
+    "Ref",
+    "RefExistsError",
+    "RefNotFoundError",
+    "SourceNotFoundError",
+    "Store",
+    "StoreNotFoundError",
+    "UnsupportedTypeError",
+    "__version__",
+    "open",
+    "register_materializer",
+]

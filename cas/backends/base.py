@@ -1,0 +1,97 @@
+"""The storage backend interface: a dumb map from keys to bytes.
+
+A backend knows nothing about objects or refs. Keys are relative POSIX paths
+made by cas (``objects/ab/...``, ``refs/...``). Backends report storage
+meaning through built-in exceptions: ``FileNotFoundError`` for a missing key,
+``FileExistsError`` never escapes (``create`` answers False instead).
+Everything else is wrapped in :class:`cas.BackendError` by the object store.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+
+Buffer = bytes | bytearray | memoryview
+
+
+class Sink(ABC):
+    """A file being written in pieces, invisible until ``commit`` renames it into place."""
+
+    @abstractmethod
+    def pwrite(self, offset: int, buffers: Sequence[Buffer]) -> None:
+        """Write ``buffers`` back to back at ``offset``; safe to call from several threads."""
+
+    @abstractmethod
+    def commit(self, key: str) -> None:
+        """Make the written bytes visible at ``key`` in one atomic step."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Discard everything written; the key never appears."""
+
+
+class Backend(ABC):
+    """Key -> bytes storage with atomic writes and create-if-absent."""
+
+    url: str
+    #: Packs are cut at about this many bytes on this backend.
+    pack_target: int = 64 << 20
+
+    @abstractmethod
+    def read(self, key: str) -> bytes:
+        """Return the whole value; FileNotFoundError if absent."""
+
+    @abstractmethod
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """Return up to ``length`` bytes from ``offset``."""
+
+    def readv(self, key: str, offset: int, buffers: Sequence[memoryview]) -> int:
+        """Fill ``buffers`` back to back from ``offset``; return the byte count read."""
+        total = sum(len(b) for b in buffers)
+        data = self.read_range(key, offset, total)
+        pos = 0
+        for buf in buffers:
+            piece = data[pos : pos + len(buf)]
+            buf[: len(piece)] = piece
+            pos += len(piece)
+        return len(data)
+
+    @abstractmethod
+    def write(self, key: str, data: Buffer) -> None:
+        """Atomically write ``data`` at ``key``, replacing any previous value."""
+
+    @abstractmethod
+    def create(self, key: str, data: Buffer) -> bool:
+        """Atomically write ``data`` only if ``key`` is absent; return whether it was written."""
+
+    @abstractmethod
+    def open_sink(self) -> Sink:
+        """Start a large write (a pack) made of pieces."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """True if ``key`` holds a value."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[str]:
+        """Yield every key below the folder ``prefix`` (recursively, any order)."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; FileNotFoundError if absent."""
+
+    @abstractmethod
+    def size(self, key: str) -> int:
+        """Size of the value at ``key`` in bytes."""
+
+    @abstractmethod
+    def touch(self, key: str) -> None:
+        """Refresh the modification time of ``key`` (git's "freshen")."""
+
+    @abstractmethod
+    def mtime(self, key: str) -> float:
+        """Modification time of ``key`` as a POSIX timestamp."""
+
+    def close(self) -> None:
+        """Release open handles."""

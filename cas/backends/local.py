@@ -1,0 +1,220 @@
+"""The local-disk backend: plain files, atomic by temp file + rename or link."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from cas.backends.base import Backend, Buffer, Sink
+
+_MAX_OPEN = 64
+
+
+def _write_all(fd: int, buffers: Sequence[Buffer], offset: int) -> None:
+    views = [memoryview(b).cast("B") for b in buffers if len(b)]
+    while views:
+        # IOV_MAX is 1024 on Linux.
+        batch = views[:1024]
+        written = os.pwritev(fd, batch, offset)
+        offset += written
+        while batch and written >= len(batch[0]):
+            written -= len(batch[0])
+            batch.pop(0)
+            views.pop(0)
+        if written:
+            views[0] = views[0][written:]
+
+
+class _LocalSink(Sink):
+    def __init__(self, backend: LocalBackend) -> None:
+        self._backend = backend
+        self._tmp = backend.temp_path()
+        self._fd = os.open(self._tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+
+    def pwrite(self, offset: int, buffers: Sequence[Buffer]) -> None:
+        _write_all(self._fd, buffers, offset)
+
+    def commit(self, key: str) -> None:
+        try:
+            if self._backend.durable:
+                os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+        self._backend.rename_into_place(self._tmp, key)
+
+    def abort(self) -> None:
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
+        try:
+            os.unlink(self._tmp)
+        except FileNotFoundError:
+            pass
+
+
+class LocalBackend(Backend):
+    """Keys are files below ``root``; temp files live in ``root/tmp``."""
+
+    def __init__(self, root: str | os.PathLike[str], *, durable: bool = False) -> None:
+        self.root = Path(root).absolute()
+        self.url = str(self.root)
+        self.durable = durable
+        self._dirs: set[str] = set()
+        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._fd_lock = threading.Lock()
+
+    # -- paths -------------------------------------------------------------
+    def _path(self, key: str) -> str:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"bad key {key!r}")
+        return os.path.join(self.url, key)
+
+    def temp_path(self) -> str:
+        tmp = os.path.join(self.url, "tmp")
+        if tmp not in self._dirs:
+            os.makedirs(tmp, exist_ok=True)
+            self._dirs.add(tmp)
+        return os.path.join(tmp, uuid.uuid4().hex)
+
+    def _ensure_parent(self, path: str) -> None:
+        parent = os.path.dirname(path)
+        if parent not in self._dirs:
+            os.makedirs(parent, exist_ok=True)
+            self._dirs.add(parent)
+
+    def _write_temp(self, data: Buffer) -> str:
+        tmp = self.temp_path()
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        try:
+            _write_all(fd, [data], 0)
+            if self.durable:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        return tmp
+
+    def rename_into_place(self, tmp: str, key: str) -> None:
+        path = self._path(key)
+        self._ensure_parent(path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    # -- Backend -----------------------------------------------------------
+    def read(self, key: str) -> bytes:
+        with open(self._path(key), "rb") as f:
+            return f.read()
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        return os.pread(self._fd(key), length, offset)
+
+    def readv(self, key: str, offset: int, buffers: Sequence[memoryview]) -> int:
+        fd = self._fd(key)
+        views = list(buffers)
+        total = 0
+        while views:
+            got = os.preadv(fd, views[:1024], offset)
+            if got == 0:
+                break
+            total += got
+            offset += got
+            while views and got >= len(views[0]):
+                got -= len(views[0])
+                views.pop(0)
+            if got:
+                views[0] = views[0][got:]
+        return total
+
+    def _fd(self, key: str) -> int:
+        with self._fd_lock:
+            fd = self._fds.get(key)
+            if fd is not None:
+                self._fds.move_to_end(key)
+                return fd
+        fd = os.open(self._path(key), os.O_RDONLY)
+        with self._fd_lock:
+            if key in self._fds:  # another thread opened it meanwhile
+                os.close(fd)
+                return self._fds[key]
+            self._fds[key] = fd
+            while len(self._fds) > _MAX_OPEN:
+                # Closing under a concurrent pread is harmless: it fails with EBADF only
+                # if the fd number was reused, and callers hold at most a few.
+                _, old = self._fds.popitem(last=False)
+                os.close(old)
+        return fd
+
+    def write(self, key: str, data: Buffer) -> None:
+        self.rename_into_place(self._write_temp(data), key)
+
+    def create(self, key: str, data: Buffer) -> bool:
+        path = self._path(key)
+        self._ensure_parent(path)
+        tmp = self._write_temp(data)
+        try:
+            os.link(tmp, path)  # atomic, and fails if the key exists
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+
+    def open_sink(self) -> Sink:
+        return _LocalSink(self)
+
+    def exists(self, key: str) -> bool:
+        return os.path.exists(self._path(key))
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.url
+        root_len = len(self.url) + 1
+        stack = [base]
+        while stack:
+            folder = stack.pop()
+            try:
+                with os.scandir(folder) as it:
+                    for entry in it:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                        else:
+                            yield entry.path[root_len:].replace(os.sep, "/")
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+
+    def delete(self, key: str) -> None:
+        self._forget_fd(key)
+        os.unlink(self._path(key))
+
+    def _forget_fd(self, key: str) -> None:
+        with self._fd_lock:
+            fd = self._fds.pop(key, None)
+        if fd is not None:
+            os.close(fd)
+
+    def size(self, key: str) -> int:
+        return os.stat(self._path(key)).st_size
+
+    def touch(self, key: str) -> None:
+        os.utime(self._path(key))
+
+    def mtime(self, key: str) -> float:
+        return os.stat(self._path(key)).st_mtime
+
+    def close(self) -> None:
+        with self._fd_lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()

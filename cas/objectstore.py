@@ -1,0 +1,264 @@
+"""Objects by hash: loose objects, packs of chunks and the chunk index.
+
+Layout below the store root::
+
+    objects/ab/cdef...   one loose object (header + payload), named by its hash
+    packs/ab/abcd...     a pack: many chunks back to back, then its index
+    index/abcd...        a copy of a pack's index, as a loose-style object
+
+Every read verifies the hash of what it returns. Writing an object that exists
+writes nothing and refreshes its timestamp, so gc's grace period covers it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Executor
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from cas import codec
+from cas.backends.base import Backend, Buffer
+from cas.errors import (
+    AmbiguousRefError,
+    BackendError,
+    CasError,
+    CorruptObjectError,
+    ObjectNotFoundError,
+)
+from cas.hashing import digest, is_hex_prefix, short
+from cas.objects import ChunkMap, PackEntry, PackIndex
+
+PACK_TRAILER_MAGIC = b"CASPACK1"
+
+
+def object_key(raw: bytes) -> str:
+    text = raw.hex()
+    return f"objects/{text[:2]}/{text[2:]}"
+
+
+def pack_key(pack_id: bytes) -> str:
+    text = pack_id.hex()
+    return f"packs/{text[:2]}/{text}"
+
+
+def index_key(pack_id: bytes) -> str:
+    return f"index/{pack_id.hex()}"
+
+
+def chunkmap_key(file_hash: bytes) -> str:
+    text = file_hash.hex()
+    return f"chunkmaps/{text[:2]}/{text[2:]}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkLocation:
+    """A chunk inside a pack."""
+
+    pack: bytes
+    entry: PackEntry
+
+
+class ObjectStore:
+    """Content-addressed reads and writes on top of a backend."""
+
+    def __init__(self, backend: Backend, executor: Executor, *, compression_level: int = 3) -> None:
+        self.backend = backend
+        self.executor = executor
+        self.compression_level = compression_level
+        self._index: dict[bytes, ChunkLocation] = {}
+        self._loaded_indexes: set[bytes] = set()
+        self._index_lock = threading.Lock()
+        self._index_ready = False
+
+    # -- loose objects -------------------------------------------------------
+    def put_object(self, raw: Buffer, *, compress: bool | None = None) -> bytes:
+        """Store ``raw`` as a loose object and return its digest (freshening an existing one)."""
+        d = digest(raw)
+        key = object_key(d)
+        with _backend_errors(key):
+            if self.backend.exists(key):
+                self.backend.touch(key)
+                return d
+            if compress is None:
+                compress = codec.worth_compressing(raw, self.compression_level)
+            header, payload = codec.encode(raw, compress=compress, level=self.compression_level)
+            self.backend.write(key, header + bytes(payload))
+        return d
+
+    def get_object(self, d: bytes) -> bytes:
+        """Read and verify a loose object."""
+        key = object_key(d)
+        data = self._read(key, d)
+        raw = codec.decode(data, key=f"object {short(d)}")
+        codec.verify(raw, d, key=f"object {short(d)}")
+        return bytes(raw)
+
+    def has_object(self, d: bytes) -> bool:
+        with _backend_errors(object_key(d)):
+            return self.backend.exists(object_key(d))
+
+    def loose_size(self, d: bytes) -> int:
+        """Stored size of a loose object (header included)."""
+        with _backend_errors(object_key(d)):
+            return self.backend.size(object_key(d))
+
+    def _read(self, key: str, d: bytes) -> bytes:
+        try:
+            with _backend_errors(key):
+                return self.backend.read(key)
+        except FileNotFoundError:
+            raise ObjectNotFoundError(f"object {short(d)} not found") from None
+
+    def resolve_prefix(self, prefix: str) -> bytes:
+        """Expand a hex prefix (>= 6 digits) to the one loose object it names."""
+        if not is_hex_prefix(prefix):
+            raise ObjectNotFoundError(f"not a hash or hash prefix: {prefix!r}")
+        folder = f"objects/{prefix[:2]}/"
+        with _backend_errors(folder):
+            matches = [k for k in self.backend.list(folder) if (k[8:10] + k[11:]).startswith(prefix)]
+        if not matches:
+            raise ObjectNotFoundError(f"no object matches {prefix!r}")
+        if len(matches) > 1:
+            raise AmbiguousRefError(f"hash prefix {prefix!r} matches {len(matches)} objects")
+        key = matches[0]
+        return bytes.fromhex(key[8:10] + key[11:])
+
+    # -- chunk maps ------------------------------------------------------------
+    def write_chunkmap(self, chunkmap: ChunkMap) -> None:
+        """Remember how a file was cut, so an identical re-put can skip cutting it."""
+        payload = chunkmap.to_bytes()
+        key = chunkmap_key(chunkmap.hash)
+        with _backend_errors(key):
+            # Not content-addressed by its own bytes, so it carries a checksum.
+            self.backend.write(key, codec.pack_header(codec.CODEC_RAW, len(payload)) + payload + digest(payload))
+
+    def read_chunkmap(self, file_hash: bytes, size: int) -> ChunkMap | None:
+        """The chunk map of a file, if one exists, is intact and all its chunks are stored."""
+        key = chunkmap_key(file_hash)
+        try:
+            with _backend_errors(key):
+                data = self.backend.read(key)
+        except FileNotFoundError:
+            return None
+        try:
+            payload, check = data[:-32], data[-32:]
+            raw = codec.decode(payload, key=key)
+            if digest(raw) != check:
+                return None
+            found = ChunkMap.from_bytes(raw, key=key)
+        except CorruptObjectError:
+            return None  # a damaged cache entry only costs a re-cut
+        if found.hash != file_hash or found.size != size:
+            return None
+        if not all(self.knows_chunk(d) or self.has_object(d) for d, _ in found.chunks):
+            return None
+        return found
+
+    # -- chunk index ---------------------------------------------------------
+    def ensure_index(self) -> None:
+        """Load the chunk index if this process has not yet."""
+        if not self._index_ready:
+            self.refresh_index()
+
+    def locate(self, d: bytes) -> ChunkLocation | None:
+        """Where a chunk sits in a pack, or None (it may be loose, or absent)."""
+        self.ensure_index()
+        return self._index.get(d)
+
+    def knows_chunk(self, d: bytes) -> bool:
+        """True if the chunk is in a known pack (cheap: memory only after the first call)."""
+        return self.locate(d) is not None
+
+    def refresh_index(self) -> None:
+        """Load the indexes of packs written since the last look (by any process)."""
+        with _backend_errors("index/"):
+            keys = list(self.backend.list("index/"))
+        new = []
+        for key in keys:
+            name = key.rsplit("/", 1)[-1]
+            try:
+                pack_id = bytes.fromhex(name)
+            except ValueError:
+                continue
+            if len(pack_id) == 32 and pack_id not in self._loaded_indexes:
+                new.append(pack_id)
+        for pack_id, index in zip(new, self.executor.map(self.read_pack_index, new), strict=False):
+            self.register_pack(pack_id, index)
+        self._index_ready = True
+
+    def read_pack_index(self, pack_id: bytes) -> PackIndex:
+        key = index_key(pack_id)
+        raw = codec.decode(self._read(key, pack_id), key=key)
+        codec.verify(raw, pack_id, key=key)
+        return PackIndex.from_bytes(raw, key=key)
+
+    def register_pack(self, pack_id: bytes, index: PackIndex) -> None:
+        with self._index_lock:
+            for entry in index.entries:
+                self._index.setdefault(entry.digest, ChunkLocation(pack_id, entry))
+            self._loaded_indexes.add(pack_id)
+
+    def write_pack_index(self, pack_id: bytes, index_bytes: bytes) -> None:
+        header, payload = codec.encode(index_bytes, compress=True, level=self.compression_level)
+        with _backend_errors(index_key(pack_id)):
+            self.backend.write(index_key(pack_id), header + bytes(payload))
+
+    def pack_ids(self) -> Iterator[bytes]:
+        """Ids of the packs whose index is loaded."""
+        return iter(list(self._loaded_indexes))
+
+    # -- reading chunks ------------------------------------------------------
+    def read_chunk(self, d: bytes, size: int) -> bytes:
+        """Read and verify one chunk, wherever it lives."""
+        loc = self.locate(d)
+        if loc is None and not self.has_object(d):
+            self.refresh_index()
+            loc = self.locate(d)
+        if loc is None:
+            raw = self.get_object(d)
+        else:
+            raw = self.read_packed(loc)
+        if len(raw) != size:
+            raise CorruptObjectError(f"chunk {short(d)} is {len(raw)} bytes, tree says {size}")
+        return raw
+
+    def read_packed(self, loc: ChunkLocation) -> bytes:
+        key = pack_key(loc.pack)
+        entry = loc.entry
+        with _backend_errors(key):
+            try:
+                data = self.backend.read_range(key, entry.offset, entry.stored)
+            except FileNotFoundError:
+                raise ObjectNotFoundError(f"pack {short(loc.pack)} is missing") from None
+        name = f"chunk {short(entry.digest)} in pack {short(loc.pack)}"
+        if len(data) != entry.stored:
+            raise CorruptObjectError(f"{name}: truncated", key=key)
+        header = codec.parse_header(data, key=name)
+        check_entry_header(header, entry, name)
+        raw = codec.decode_payload(header, memoryview(data)[codec.HEADER_SIZE :], key=name)
+        codec.verify(raw, entry.digest, key=name)
+        return bytes(raw)
+
+
+def check_entry_header(header: codec.Header, entry: PackEntry, name: str) -> None:
+    """A pack entry's header must agree with the index that points at it."""
+    if header.codec != entry.codec or header.raw_size != entry.raw_size:
+        raise CorruptObjectError(f"{name}: header disagrees with the pack index")
+
+
+def pack_trailer(index_bytes: bytes) -> bytes:
+    """What ends a pack: its index, the index length (u32 LE), and a magic."""
+    return index_bytes + len(index_bytes).to_bytes(4, "little") + PACK_TRAILER_MAGIC
+
+
+@contextmanager
+def _backend_errors(key: str) -> Iterator[None]:
+    """Turn unexpected backend failures into BackendError (missing keys pass through)."""
+    try:
+        yield
+    except (FileNotFoundError, FileExistsError, CasError):
+        raise
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise BackendError(f"storage failed at {key}: {exc}") from exc

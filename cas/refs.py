@@ -1,0 +1,194 @@
+"""Names, versions and tags: the mutable layer over immutable artifacts.
+
+Layout::
+
+    refs/<name>/@v/<n>          version n of a name (1, 2, 3...), created exclusively
+    refs/<name>/@label/<label>  an explicit version label ("v1.0"), created exclusively
+    refs/<name>/@tag/<tag>      a tag; moving it is an overwrite
+
+Names may contain ``/`` (``team/model``) but never ``@``, so the ``@``
+folders can not clash with a name's own components.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from cas import codec
+from cas.backends.base import Backend
+from cas.errors import (
+    CorruptObjectError,
+    InvalidNameError,
+    RefExistsError,
+    RefNotFoundError,
+)
+from cas.hashing import digest
+from cas.objects import RefRecord
+
+MAX_NAME_LENGTH = 255
+MAX_LABEL_LENGTH = 128
+_FORBIDDEN = set(' ~^:?*[\\@"<>|')
+_DIGITS = re.compile(r"[0-9]+")
+_MAX_ATTEMPTS = 10_000
+
+
+def check_name(name: str) -> str:
+    """Validate an artifact name, git check-ref-format style; raise InvalidNameError naming the rule."""
+    if not isinstance(name, str) or not name:
+        raise InvalidNameError("a name must be a non-empty string")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_LENGTH:
+        raise InvalidNameError(f"name {name[:40]!r}... is longer than {MAX_NAME_LENGTH} bytes")
+    _check_chars(name, "name")
+    if name.startswith("/") or name.endswith("/"):
+        raise InvalidNameError(f"name {name!r} must not begin or end with '/'")
+    if "//" in name:
+        raise InvalidNameError(f"name {name!r} must not contain '//'")
+    if ".." in name:
+        raise InvalidNameError(f"name {name!r} must not contain '..'")
+    for part in name.split("/"):
+        if part.startswith(".") or part.startswith("-"):
+            raise InvalidNameError(f"name {name!r}: a component must not begin with '.' or '-'")
+        if part.endswith(".") or part.endswith(".lock"):
+            raise InvalidNameError(f"name {name!r}: a component must not end with '.' or '.lock'")
+    return name
+
+
+def check_label(label: str, kind: str = "version") -> str:
+    """Validate a version label or tag: like a name component, and not all digits."""
+    if not isinstance(label, str) or not label:
+        raise InvalidNameError(f"a {kind} must be a non-empty string")
+    if len(label.encode("utf-8", "surrogatepass")) > MAX_LABEL_LENGTH:
+        raise InvalidNameError(f"{kind} {label[:40]!r}... is longer than {MAX_LABEL_LENGTH} bytes")
+    _check_chars(label, kind)
+    if "/" in label:
+        raise InvalidNameError(f"{kind} {label!r} must not contain '/'")
+    if label.startswith(".") or label.startswith("-") or label.endswith(".") or ".." in label:
+        raise InvalidNameError(f"{kind} {label!r} must not begin with '.' or '-', end with '.' or contain '..'")
+    if _DIGITS.fullmatch(label):
+        raise InvalidNameError(f"{kind} {label!r} is all digits; numbers are reserved for version numbers")
+    return label
+
+
+def _check_chars(text: str, kind: str) -> None:
+    for ch in text:
+        if ord(ch) < 32 or ord(ch) == 127:
+            raise InvalidNameError(f"{kind} {text!r} contains a control character or NUL")
+        if ch in _FORBIDDEN:
+            raise InvalidNameError(f"{kind} {text!r} contains the forbidden character {ch!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class RefSpec:
+    """A parsed ``name[@version|@label|@tag]`` string."""
+
+    name: str
+    selector: str | None  # None: the latest version
+
+
+def parse_ref(text: str) -> RefSpec:
+    """Split ``name@x``; validate both halves."""
+    name, sep, selector = text.partition("@")
+    check_name(name)
+    if not sep:
+        return RefSpec(name, None)
+    if not _DIGITS.fullmatch(selector):
+        check_label(selector, "version or tag")
+    elif selector.startswith("0"):
+        raise InvalidNameError(f"version number {selector!r} must not have leading zeros")
+    return RefSpec(name, selector)
+
+
+def _encode(record: RefRecord) -> bytes:
+    payload = record.to_bytes()
+    # Ref files are not content-addressed, so they carry their own checksum.
+    return codec.pack_header(codec.CODEC_RAW, len(payload)) + payload + digest(payload)
+
+
+def _decode(data: bytes, key: str) -> RefRecord:
+    if len(data) < codec.HEADER_SIZE + 32:
+        raise CorruptObjectError(f"ref {key}: truncated", key=key)
+    payload, check = data[:-32], data[-32:]
+    raw = codec.decode(payload, key=f"ref {key}")
+    if digest(raw) != check:
+        raise CorruptObjectError(f"ref {key}: checksum mismatch", key=key)
+    return RefRecord.from_bytes(raw, key=f"ref {key}")
+
+
+class RefStore:
+    """Reads and writes version, label and tag files on a backend."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def _read(self, key: str) -> RefRecord | None:
+        try:
+            return _decode(self.backend.read(key), key)
+        except FileNotFoundError:
+            return None
+
+    def version_numbers(self, name: str) -> list[int]:
+        folder = f"refs/{name}/@v/"
+        numbers = []
+        for key in self.backend.list(folder):
+            tail = key[len(folder) :]
+            if _DIGITS.fullmatch(tail) and not tail.startswith("0"):
+                numbers.append(int(tail))
+        return sorted(numbers)
+
+    def create_version(self, name: str, target: bytes, label: str | None = None) -> RefRecord:
+        """Allocate the next version number of ``name`` (and claim ``label``) for ``target``."""
+        check_name(name)
+        now = time.time()
+        if label is not None:
+            check_label(label)
+            key = f"refs/{name}/@label/{label}"
+            if not self.backend.create(key, _encode(RefRecord(target, now, None, label))):
+                existing = self._read(key)
+                if existing is None or existing.target != target:
+                    raise RefExistsError(f"version {name}@{label} already exists with another artifact")
+                if existing.number is not None:
+                    return existing
+        numbers = self.version_numbers(name)
+        number = (numbers[-1] if numbers else 0) + 1
+        for _ in range(_MAX_ATTEMPTS):
+            record = RefRecord(target, now, number, label)
+            # Exclusive create: concurrent writers each get their own number.
+            if self.backend.create(f"refs/{name}/@v/{number}", _encode(record)):
+                if label is not None:
+                    self.backend.write(f"refs/{name}/@label/{label}", _encode(record))
+                return record
+            number += 1
+        raise RefExistsError(f"could not allocate a version of {name!r}")
+
+    def set_tag(self, name: str, tag: str, record: RefRecord) -> None:
+        check_label(tag, "tag")
+        self.backend.write(f"refs/{name}/@tag/{tag}", _encode(record))
+
+    def resolve(self, spec: RefSpec) -> RefRecord:
+        """The record a parsed ref names; RefNotFoundError if none."""
+        name, selector = spec.name, spec.selector
+        if selector is None:
+            numbers = self.version_numbers(name)
+            if not numbers:
+                raise RefNotFoundError(f"no artifact named {name!r}")
+            # A version file is written whole, so the highest number is always readable.
+            record = self._read(f"refs/{name}/@v/{numbers[-1]}")
+        elif _DIGITS.fullmatch(selector):
+            record = self._read(f"refs/{name}/@v/{selector}")
+        else:
+            record = self._read(f"refs/{name}/@label/{selector}") or self._read(f"refs/{name}/@tag/{selector}")
+        if record is None:
+            raise RefNotFoundError(f"no artifact {name}@{selector}" if selector else f"no artifact named {name!r}")
+        return record
+
+    def names(self) -> Iterator[str]:
+        """Every name with at least one version."""
+        seen = set()
+        for key in self.backend.list("refs/"):
+            head, sep, _ = key[len("refs/") :].partition("/@v/")
+            if sep and head not in seen:
+                seen.add(head)
+                yield head

@@ -1,0 +1,208 @@
+"""Reading files back out of chunks: into memory or onto disk, verified, concurrently.
+
+A file's chunks are split into spans of about ``SPAN_BYTES``; each span is one
+task on the store's pool. Within a span, chunks that sit back to back in a pack
+uncompressed are read with one vectored read straight into the destination,
+then each is hashed; anything else is read, decoded and verified one by one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+from cas import codec
+from cas.buffers import filled_bytes
+from cas.chunking import BufferPool
+from cas.errors import CorruptObjectError, ObjectNotFoundError
+from cas.hashing import short
+from cas.objects import FileEntry
+from cas.objectstore import ChunkLocation, ObjectStore, check_entry_header, pack_key
+
+SPAN_BYTES = 16 << 20
+MAX_RUN_CHUNKS = 500  # two iovecs per chunk stay under IOV_MAX
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    digest: bytes
+    size: int
+    offset: int  # in the file
+    location: ChunkLocation | None  # None: a loose object
+
+
+def _plan(objects: ObjectStore, entry: FileEntry) -> list[_Planned]:
+    planned = []
+    offset = 0
+    refreshed = False
+    for d, size in entry.chunks:
+        loc = objects.locate(d)
+        if loc is None and not objects.has_object(d):
+            if not refreshed:  # another process may have written packs since we looked
+                objects.refresh_index()
+                refreshed = True
+                loc = objects.locate(d)
+            if loc is None and not objects.has_object(d):
+                raise ObjectNotFoundError(f"chunk {short(d)} of {entry.path!r} is missing from the store")
+        planned.append(_Planned(d, size, offset, loc))
+        offset += size
+    return planned
+
+
+def _spans(planned: list[_Planned]) -> list[list[_Planned]]:
+    spans: list[list[_Planned]] = []
+    current: list[_Planned] = []
+    size = 0
+    for chunk in planned:
+        current.append(chunk)
+        size += chunk.size
+        if size >= SPAN_BYTES:
+            spans.append(current)
+            current, size = [], 0
+    if current:
+        spans.append(current)
+    return spans
+
+
+def _runs(span: list[_Planned]) -> list[list[_Planned]]:
+    """Group chunks stored raw and back to back in one pack."""
+    runs: list[list[_Planned]] = []
+    for chunk in span:
+        loc = chunk.location
+        if runs and loc is not None and loc.entry.codec == codec.CODEC_RAW and len(runs[-1]) < MAX_RUN_CHUNKS:
+            prev = runs[-1][-1].location
+            if (
+                prev is not None
+                and prev.pack == loc.pack
+                and prev.entry.codec == codec.CODEC_RAW
+                and prev.entry.offset + prev.entry.stored == loc.entry.offset
+            ):
+                runs[-1].append(chunk)
+                continue
+        runs.append([chunk])
+    return runs
+
+
+def _read_span(objects: ObjectStore, span: list[_Planned], dest: memoryview, base: int) -> None:
+    """Fill ``dest`` (which starts at file offset ``base``) with the span's verified bytes."""
+    for run in _runs(span):
+        first = run[0]
+        loc = first.location
+        if loc is None:
+            raw = objects.get_object(first.digest)
+            _place(raw, first, dest, base)
+        elif loc.entry.codec != codec.CODEC_RAW:
+            _place(objects.read_packed(loc), first, dest, base)
+        else:
+            _read_run(objects, run, dest, base)
+
+
+def _place(raw: bytes, chunk: _Planned, dest: memoryview, base: int) -> None:
+    if len(raw) != chunk.size:
+        raise CorruptObjectError(f"chunk {short(chunk.digest)} is {len(raw)} bytes, tree says {chunk.size}")
+    start = chunk.offset - base
+    dest[start : start + chunk.size] = raw
+
+
+def _read_run(objects: ObjectStore, run: list[_Planned], dest: memoryview, base: int) -> None:
+    first = run[0].location
+    assert first is not None
+    key = pack_key(first.pack)
+    headers = [bytearray(codec.HEADER_SIZE) for _ in run]
+    buffers: list[memoryview] = []
+    expected = 0
+    for chunk, header in zip(run, headers, strict=False):
+        assert chunk.location is not None
+        if chunk.location.entry.raw_size != chunk.size:
+            raise CorruptObjectError(f"chunk {short(chunk.digest)}: pack index and tree disagree on its size")
+        start = chunk.offset - base
+        buffers += (memoryview(header), dest[start : start + chunk.size])
+        expected += codec.HEADER_SIZE + chunk.size
+    try:
+        got = objects.backend.readv(key, first.entry.offset, buffers)
+    except FileNotFoundError:
+        raise ObjectNotFoundError(f"pack {short(first.pack)} is missing") from None
+    if got != expected:
+        raise CorruptObjectError(f"pack {short(first.pack)} is truncated", key=key)
+    for chunk, header, view in zip(run, headers, buffers[1::2], strict=False):
+        assert chunk.location is not None
+        name = f"chunk {short(chunk.digest)} in pack {short(first.pack)}"
+        check_entry_header(codec.parse_header(header, key=name), chunk.location.entry, name)
+        codec.verify(view, chunk.digest, key=name)
+
+
+def _wait(futures: list[Future[None]]) -> None:
+    error = None
+    for future in futures:
+        exc = future.exception()
+        if exc is not None and error is None:
+            error = exc
+    if error is not None:
+        raise error
+
+
+def read_into(objects: ObjectStore, entry: FileEntry, dest: memoryview) -> None:
+    """Fill ``dest`` (exactly ``entry.size`` bytes) with the file's verified bytes."""
+    if entry.data is not None:
+        dest[:] = entry.data
+        return
+    planned = _plan(objects, entry)
+    futures = [
+        objects.executor.submit(_read_span, objects, span, dest[span[0].offset :], span[0].offset)
+        for span in _spans(planned)
+    ]
+    _wait(futures)
+
+
+def read_bytes(objects: ObjectStore, entry: FileEntry) -> bytes:
+    """The file's bytes as one ``bytes`` object, allocated once."""
+    if entry.data is not None:
+        return entry.data
+    if len(entry.chunks) == 1:
+        d, size = entry.chunks[0]
+        return objects.read_chunk(d, size)
+    return filled_bytes(entry.size, lambda view: read_into(objects, entry, view))
+
+
+def restore_file(objects: ObjectStore, entry: FileEntry, path: Path, *, durable: bool = False) -> None:
+    """Write the file to ``path`` atomically (temp file, then rename), in bounded memory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".cas-tmp")
+    try:
+        if entry.data is not None:
+            os.write(fd, entry.data)
+        elif entry.chunks:
+            _restore_chunks(objects, entry, fd)
+        if durable:
+            os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        os.unlink(tmp)
+        raise
+
+
+def _restore_chunks(objects: ObjectStore, entry: FileEntry, fd: int) -> None:
+    planned = _plan(objects, entry)
+    spans = _spans(planned)
+    pool = BufferPool(min(3, len(spans)), max(sum(c.size for c in span) for span in spans))
+
+    def one(span: list[_Planned]) -> None:
+        buf = pool.take()
+        try:
+            size = sum(c.size for c in span)
+            view = memoryview(buf)[:size]
+            _read_span(objects, span, view, span[0].offset)
+            written = 0
+            while written < size:
+                written += os.pwrite(fd, view[written:], span[0].offset + written)
+        finally:
+            pool.give(buf)
+
+    _wait([objects.executor.submit(one, span) for span in spans])

@@ -1,0 +1,370 @@
+"""The public Store: put, get, info and exists of named, versioned artifacts."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import materializers
+from cas import canonical
+from cas.backends import Backend, backend_for
+from cas.config import StoreConfig, load_config
+from cas.errors import (
+    CasError,
+    CorruptObjectError,
+    InvalidMetadataError,
+    InvalidNameError,
+    ObjectNotFoundError,
+    RefNotFoundError,
+)
+from cas.hashing import from_hex, is_full_hex, is_hex_prefix, short, to_hex
+from cas.objects import Artifact, Tree
+from cas.objectstore import ObjectStore
+from cas.refs import RefRecord, RefStore, check_label, check_name, parse_ref
+from cas.trees import TreeReader, TreeWriter
+from materializers import Materializer, type_name_of
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """An artifact's hash, and the name and version it was reached by (if any)."""
+
+    hash: str
+    name: str | None = None
+    version: int | str | None = None  # the label if one was given, else the number
+    number: int | None = None
+
+    def __str__(self) -> str:
+        if self.name is None:
+            return self.hash
+        return f"{self.name}@{self.version}" if self.version is not None else self.name
+
+    @property
+    def short(self) -> str:
+        return short(self.hash)
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    path: str
+    size: int
+    chunks: int
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """What ``info`` tells without loading the data."""
+
+    ref: Ref
+    python_type: str
+    materializer: str
+    materializer_version: str
+    size: int
+    stored_size: int
+    metadata: dict[str, Any]
+    user_metadata: dict[str, Any]
+    files: tuple[FileInfo, ...]
+    created: float | None = None
+    tree: str = ""
+    chunks: int = field(default=0)
+
+
+RefLike = str | Ref
+
+
+class Store:
+    """A content-addressed artifact store on one backend."""
+
+    def __init__(self, backend: Backend, *, create: bool = True, workers: int | None = None) -> None:
+        self.backend = backend
+        self.config: StoreConfig = load_config(backend, create=create)
+        self._executor = ThreadPoolExecutor(
+            max_workers=workers or max(4, (os.cpu_count() or 2) + 2), thread_name_prefix="cas"
+        )
+        self.objects = ObjectStore(backend, self._executor, compression_level=self.config.compression_level)
+        self.refs = RefStore(backend)
+
+    @property
+    def url(self) -> str:
+        return self.backend.url
+
+    def __repr__(self) -> str:
+        return f"<cas.Store {self.url}>"
+
+    def close(self) -> None:
+        """Stop the worker threads and release open files."""
+        self._executor.shutdown(wait=True)
+        self.backend.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing -------------------------------------------------------------
+    def put(
+        self,
+        obj: Any,
+        name: str | None = None,
+        *,
+        version: str | None = None,
+        tags: Iterable[str] = (),
+        metadata: dict[str, Any] | None = None,
+        materializer: Materializer | type[Materializer] | str | None = None,
+    ) -> Ref:
+        """Store ``obj``; with a name, also record a new version (and move ``tags`` to it).
+
+        Raises InvalidNameError (bad name, version or tag), InvalidMetadataError,
+        UnsupportedTypeError (no materializer), RefExistsError (``version`` taken
+        by another artifact), SourceNotFoundError, BackendError.
+        """
+        tags = tuple(tags)
+        if name is not None:
+            check_name(name)
+            if version is not None:
+                check_label(version)
+            for tag in tags:
+                check_label(tag, "tag")
+        elif version is not None or tags:
+            raise InvalidNameError("a version or tag needs a name: put(obj, name, version=..., tags=...)")
+        user_metadata = _check_metadata(metadata or {})
+        mat = self._materializer(obj, materializer)
+        writer = TreeWriter(self.objects, self.config.chunking)
+        try:
+            mat.save(obj, writer)
+            tree = writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        tree_digest = self.objects.put_object(tree.to_bytes())
+        artifact = Artifact(
+            tree=tree_digest,
+            python_type=type_name_of(type(obj)),
+            materializer=mat.name,
+            materializer_version=mat.version,
+            size=tree.size,
+            metadata=_check_metadata(mat.metadata(obj)),
+            user_metadata=user_metadata,
+        )
+        digest = self.objects.put_object(artifact.to_bytes())
+        if name is None:
+            return Ref(to_hex(digest))
+        record = self.refs.create_version(name, digest, label=version)
+        for tag in tags:
+            self.refs.set_tag(name, tag, record)
+        return _ref_of(name, record)
+
+    def tag(self, ref: RefLike, tag: str) -> Ref:
+        """Point ``name@tag`` at the version ``ref`` names (moving the tag if it exists)."""
+        resolved, record = self._resolve(ref)
+        if resolved.name is None or record is None:
+            raise InvalidNameError("only a named version can be tagged")
+        self.refs.set_tag(resolved.name, tag, record)
+        return resolved
+
+    def _materializer(self, obj: Any, chosen: Materializer | type[Materializer] | str | None) -> Materializer:
+        if chosen is None:
+            return materializers.registry.for_object(obj)
+        if isinstance(chosen, str):
+            return materializers.registry.by_name(chosen)
+        if isinstance(chosen, type):
+            return chosen()
+        return chosen
+
+    # -- reading -------------------------------------------------------------
+    def resolve(self, ref: RefLike) -> Ref:
+        """The artifact a ref string names: ``name``, ``name@3``, ``name@v1.0``, ``name@tag``, a hash or prefix."""
+        return self._resolve(ref)[0]
+
+    def _resolve(self, ref: RefLike) -> tuple[Ref, RefRecord | None]:
+        if isinstance(ref, Ref):
+            return ref, None
+        if not isinstance(ref, str) or not ref:
+            raise InvalidNameError(f"a ref must be a non-empty string, not {ref!r}")
+        if "@" in ref:
+            spec = parse_ref(ref)
+            record = self.refs.resolve(spec)
+            return _ref_of(spec.name, record), record
+        if is_full_hex(ref) and not self._is_name(ref):
+            return Ref(ref), None
+        try:
+            check_name(ref)
+            is_name = True
+        except InvalidNameError:
+            if not is_hex_prefix(ref):
+                raise
+            is_name = False
+        if is_name and self._is_name(ref):
+            record = self.refs.resolve(parse_ref(ref))
+            return _ref_of(ref, record), record
+        if is_hex_prefix(ref):
+            return Ref(to_hex(self.objects.resolve_prefix(ref))), None
+        raise RefNotFoundError(f"no artifact named {ref!r}")
+
+    def _is_name(self, text: str) -> bool:
+        try:
+            return bool(self.refs.version_numbers(text))
+        except InvalidNameError:
+            return False
+
+    def _artifact(self, ref: Ref) -> Artifact:
+        d = from_hex(ref.hash)
+        raw = self.objects.get_object(d)
+        try:
+            return Artifact.from_bytes(raw, key=f"artifact {short(d)}")
+        except CorruptObjectError:
+            # The bytes match their hash, so this is another kind of object, not damage.
+            kind = _object_kind(raw)
+            raise ObjectNotFoundError(f"{short(d)} is a {kind}, not an artifact") from None
+
+    def _tree(self, artifact: Artifact) -> Tree:
+        return Tree.from_bytes(self.objects.get_object(artifact.tree), key=f"tree {short(artifact.tree)}")
+
+    def get(self, ref: RefLike, *, path: str | os.PathLike[str] | None = None) -> Any:
+        """Load the artifact ``ref`` names; with ``path``, write its files there instead.
+
+        A single-file artifact is written to ``path`` itself; a directory
+        artifact (or one of several files) below the folder ``path``. Returns
+        the loaded object, or the Path written.
+        Raises RefNotFoundError, ObjectNotFoundError, AmbiguousRefError,
+        IntegrityError/CorruptObjectError, UnsupportedTypeError, PathRequiredError.
+        """
+        resolved = self.resolve(ref)
+        artifact = self._artifact(resolved)
+        tree = self._tree(artifact)
+        if path is not None:
+            return self._export(artifact, tree, Path(path))
+        mat = materializers.registry.by_name(artifact.materializer)
+        if not mat.can_load(artifact.materializer_version):
+            raise CorruptObjectError(
+                f"{resolved} was written by {artifact.materializer} version {artifact.materializer_version}, "
+                f"which this version ({mat.version}) can not read"
+            )
+        return mat.load(TreeReader(self.objects, tree), artifact.python_type)
+
+    def _export(self, artifact: Artifact, tree: Tree, target: Path) -> Path:
+        reader = TreeReader(self.objects, tree)
+        as_folder = artifact.metadata.get("kind") == "directory" or len(tree.entries) != 1
+        if not as_folder:
+            entry = tree.entries[0]
+            if target.is_dir():
+                target = target / entry.path
+            reader.restore_file(entry.path, target)
+            return target
+        target.mkdir(parents=True, exist_ok=True)
+        root = os.path.realpath(target)
+        for entry in tree.entries:
+            dest = target / entry.path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            # Tree paths are relative and '..'-free; a symlink already in the
+            # destination could still lead outside it, so check the real path.
+            real_parent = os.path.realpath(dest.parent)
+            if os.path.commonpath([root, real_parent]) != root:
+                raise InvalidNameError(f"{entry.path!r} would be written outside {target}")
+            reader.restore_file(entry.path, dest)
+        return target
+
+    def info(self, ref: RefLike) -> ArtifactInfo:
+        """Type, materializer, sizes, metadata and files of an artifact, without loading it."""
+        resolved, record = self._resolve(ref)
+        artifact = self._artifact(resolved)
+        tree = self._tree(artifact)
+        return ArtifactInfo(
+            ref=resolved,
+            python_type=artifact.python_type,
+            materializer=artifact.materializer,
+            materializer_version=artifact.materializer_version,
+            size=artifact.size,
+            stored_size=self._stored_size(tree),
+            metadata=artifact.metadata,
+            user_metadata=artifact.user_metadata,
+            files=tuple(FileInfo(e.path, e.size, len(e.chunks)) for e in tree.entries),
+            created=record.created if record is not None else None,
+            tree=to_hex(artifact.tree),
+            chunks=sum(len(e.chunks) for e in tree.entries),
+        )
+
+    def _stored_size(self, tree: Tree) -> int:
+        seen: set[bytes] = set()
+        total = 0
+        for entry in tree.entries:
+            for d, _size in entry.chunks:
+                if d in seen:
+                    continue
+                seen.add(d)
+                loc = self.objects.locate(d)
+                total += loc.entry.stored if loc is not None else self.objects.loose_size(d)
+        return total
+
+    def exists(self, ref: RefLike) -> bool:
+        """True if ``ref`` names an artifact in this store (a bad name still raises InvalidNameError)."""
+        try:
+            resolved = self.resolve(ref)
+            return self.objects.has_object(from_hex(resolved.hash))
+        except (RefNotFoundError, ObjectNotFoundError):
+            return False
+
+    def names(self) -> Iterator[str]:
+        """Every artifact name in the store."""
+        return self.refs.names()
+
+    def versions(self, name: str) -> list[Ref]:
+        """Every numbered version of ``name``, oldest first."""
+        check_name(name)
+        return [self.resolve(f"{name}@{n}") for n in self.refs.version_numbers(name)]
+
+
+def _ref_of(name: str, record: RefRecord) -> Ref:
+    version: int | str | None = record.label if record.label is not None else record.number
+    return Ref(to_hex(record.target), name, version, record.number)
+
+
+def _object_kind(raw: bytes) -> str:
+    try:
+        value = canonical.decode(raw)
+    except CasError:
+        return "blob"
+    return str(value.get("type", "blob")) if isinstance(value, dict) else "blob"
+
+
+def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidMetadataError(f"metadata must be a dict, not {type(value).__name__}")
+    try:
+        canonical.encode(value)
+    except canonical.EncodingError as exc:
+        raise InvalidMetadataError(f"metadata is not plain data: {exc}") from None
+    return value
+
+
+def open(  # noqa: A001  (cas.open, like io.open)
+    url: str | os.PathLike[str] | None = None,
+    *,
+    create: bool = True,
+    storage_options: dict[str, Any] | None = None,
+    workers: int | None = None,
+) -> Store:
+    """Open (or create) a store.
+
+    With no URL: the ``CAS_STORE`` environment variable, else the nearest
+    ``.cas`` folder in the current directory or a parent (as git finds
+    ``.git``), else a new ``./.cas``. Raises StoreNotFoundError when
+    ``create`` is false and no store exists.
+    """
+    if url is None:
+        url = os.environ.get("CAS_STORE") or _discover() or Path.cwd() / ".cas"
+    return Store(backend_for(url, storage_options), create=create, workers=workers)
+
+
+def _discover(start: Path | None = None) -> Path | None:
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / ".cas"
+        if (candidate / "config").is_file():
+            return candidate
+    return None

@@ -1,0 +1,7 @@
+"""Materializers: how Python objects become files in an artifact, and back."""
+
+from materializers import builtin as _builtin  # noqa: F401  (registers the built-ins)
+from materializers.base import ArtifactReader, ArtifactWriter, Materializer, type_name_of
+from materializers.registry import Registry, registry
+
+__all__ = ["ArtifactReader", "ArtifactWriter", "Materializer", "Registry", "registry", "type_name_of"]
