@@ -25,6 +25,7 @@ from cas.errors import (
     BackendError,
     CasError,
     CorruptObjectError,
+    IntegrityError,
     ObjectNotFoundError,
 )
 from cas.hashing import digest, is_hex_prefix, short
@@ -71,6 +72,8 @@ class ObjectStore:
         self._loaded_indexes: set[bytes] = set()
         self._index_lock = threading.Lock()
         self._index_ready = False
+        #: Packs whose index could be read neither from index/ nor from the pack.
+        self.unreadable: dict[bytes, CasError] = {}
 
     # -- loose objects -------------------------------------------------------
     def put_object(self, raw: Buffer, *, compress: bool | None = None) -> bytes:
@@ -184,15 +187,51 @@ class ObjectStore:
                 continue
             if len(pack_id) == 32 and pack_id not in self._loaded_indexes:
                 new.append(pack_id)
-        for pack_id, index in zip(new, self.executor.map(self.read_pack_index, new), strict=False):
-            self.register_pack(pack_id, index)
+        for pack_id, index in zip(new, self.executor.map(self._try_pack_index, new), strict=True):
+            if isinstance(index, PackIndex):
+                self.register_pack(pack_id, index)
+                self.unreadable.pop(pack_id, None)
+            else:
+                self.unreadable[pack_id] = index
         self._index_ready = True
 
+    def _try_pack_index(self, pack_id: bytes) -> PackIndex | CasError:
+        try:
+            return self.read_pack_index(pack_id)
+        except CasError as exc:
+            return exc
+
     def read_pack_index(self, pack_id: bytes) -> PackIndex:
+        """A pack's index from ``index/``, else from the copy that ends the pack itself."""
         key = index_key(pack_id)
-        raw = codec.decode(self._read(key, pack_id), key=key)
-        codec.verify(raw, pack_id, key=key)
+        try:
+            raw = codec.decode(self._read(key, pack_id), key=key)
+            codec.verify(raw, pack_id, key=key)
+            return PackIndex.from_bytes(raw, key=key)
+        except (IntegrityError, ObjectNotFoundError) as first:
+            try:
+                return self._index_from_pack(pack_id)
+            except (IntegrityError, ObjectNotFoundError):
+                raise first from None
+
+    def _index_from_pack(self, pack_id: bytes) -> PackIndex:
+        key = pack_key(pack_id)
+        with _backend_errors(key):
+            try:
+                size = self.backend.size(key)
+                tail = self.backend.read_range(key, max(0, size - 12), 12)
+                length = int.from_bytes(tail[:4], "little")
+                if tail[4:] != PACK_TRAILER_MAGIC or length > size - 12:
+                    raise CorruptObjectError(f"pack {short(pack_id)} has no valid trailer", key=key)
+                raw = self.backend.read_range(key, size - 12 - length, length)
+            except FileNotFoundError:
+                raise ObjectNotFoundError(f"pack {short(pack_id)} is missing") from None
+        codec.verify(raw, pack_id, key=f"trailer of pack {short(pack_id)}")
         return PackIndex.from_bytes(raw, key=key)
+
+    def describe_unreadable(self) -> str:
+        """Why some packs' chunks can not be found (empty when every index loaded)."""
+        return "; ".join(str(e) for e in self.unreadable.values())
 
     def register_pack(self, pack_id: bytes, index: PackIndex) -> None:
         with self._index_lock:

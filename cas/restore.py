@@ -17,7 +17,7 @@ from pathlib import Path
 from cas import codec
 from cas.buffers import filled_bytes
 from cas.chunking import BufferPool
-from cas.errors import CorruptObjectError, ObjectNotFoundError
+from cas.errors import CorruptObjectError, IntegrityError, ObjectNotFoundError
 from cas.hashing import short
 from cas.objects import FileEntry
 from cas.objectstore import ChunkLocation, ObjectStore, check_entry_header, pack_key
@@ -46,6 +46,9 @@ def _plan(objects: ObjectStore, entry: FileEntry) -> list[_Planned]:
                 refreshed = True
                 loc = objects.locate(d)
             if loc is None and not objects.has_object(d):
+                why = objects.describe_unreadable()
+                if why:
+                    raise IntegrityError(f"chunk {short(d)} of {entry.path!r} can not be found: {why}")
                 raise ObjectNotFoundError(f"chunk {short(d)} of {entry.path!r} is missing from the store")
         planned.append(_Planned(d, size, offset, loc))
         offset += size

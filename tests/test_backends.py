@@ -1,0 +1,93 @@
+"""One set of behaviours, checked on every backend."""
+
+import threading
+import time
+
+import pytest
+
+from cas.backends import Backend
+
+
+def test_write_read_and_ranges(backend: Backend) -> None:
+    backend.write("objects/ab/cd", b"0123456789")
+    assert backend.read("objects/ab/cd") == b"0123456789"
+    assert backend.read_range("objects/ab/cd", 2, 3) == b"234"
+    assert backend.size("objects/ab/cd") == 10
+    bufs = [memoryview(bytearray(3)), memoryview(bytearray(4))]
+    assert backend.readv("objects/ab/cd", 1, bufs) == 7
+    assert bytes(bufs[0]) + bytes(bufs[1]) == b"1234567"
+    backend.write("objects/ab/cd", b"new")
+    assert backend.read("objects/ab/cd") == b"new"
+
+
+def test_missing_keys(backend: Backend) -> None:
+    with pytest.raises(FileNotFoundError):
+        backend.read("nope/x")
+    with pytest.raises(FileNotFoundError):
+        backend.delete("nope/x")
+    assert not backend.exists("nope/x")
+    assert list(backend.list("nope/")) == []
+
+
+def test_create_is_exclusive(backend: Backend) -> None:
+    assert backend.create("refs/x/@v/1", b"first")
+    assert not backend.create("refs/x/@v/1", b"second")
+    assert backend.read("refs/x/@v/1") == b"first"
+
+
+def test_create_race_has_one_winner(backend: Backend) -> None:
+    wins = []
+
+    def attempt(i: int) -> None:
+        if backend.create("refs/race/@v/1", str(i).encode()):
+            wins.append(i)
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    assert backend.read("refs/race/@v/1") == str(wins[0]).encode()
+
+
+def test_list_is_recursive_and_relative(backend: Backend) -> None:
+    for key in ("refs/a/@v/1", "refs/a/@v/2", "refs/b/c/@v/1", "objects/00/11"):
+        backend.write(key, b"x")
+    assert sorted(backend.list("refs/")) == ["refs/a/@v/1", "refs/a/@v/2", "refs/b/c/@v/1"]
+    assert sorted(backend.list("refs/a/@v")) == ["refs/a/@v/1", "refs/a/@v/2"]
+
+
+def test_delete_touch_mtime(backend: Backend) -> None:
+    backend.write("k/v", b"x")
+    first = backend.mtime("k/v")
+    time.sleep(0.02)
+    backend.touch("k/v")
+    assert backend.mtime("k/v") > first
+    assert backend.read("k/v") == b"x"
+    backend.delete("k/v")
+    assert not backend.exists("k/v")
+
+
+def test_sink_is_invisible_until_commit(backend: Backend) -> None:
+    sink = backend.open_sink()
+    sink.pwrite(5, [b"world"])
+    sink.pwrite(0, [b"hel", memoryview(b"lo")])
+    assert not backend.exists("packs/aa/p")
+    sink.commit("packs/aa/p")
+    assert backend.read("packs/aa/p") == b"helloworld"
+
+
+def test_aborted_sink_leaves_nothing(backend: Backend) -> None:
+    sink = backend.open_sink()
+    sink.pwrite(0, [b"partial"])
+    sink.abort()
+    assert not backend.exists("packs/aa/p")
+    assert [k for k in backend.list("") if not k.startswith("tmp/")] == []
+
+
+def test_keys_cannot_escape(backend: Backend) -> None:
+    with pytest.raises(ValueError):
+        backend.write("../escape", b"x")
+    with pytest.raises(ValueError):
+        backend.read("/etc/passwd")

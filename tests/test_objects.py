@@ -1,0 +1,117 @@
+"""Object encodings: golden bytes pin the format; hostile bytes give CorruptObjectError."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cas import canonical
+from cas.errors import CorruptObjectError, InvalidNameError
+from cas.hashing import digest, to_hex
+from cas.objects import Artifact, ChunkMap, FileEntry, PackEntry, PackIndex, RefRecord, Tree, check_tree_path
+
+H = digest(b"chunk")
+
+
+def sample_tree() -> Tree:
+    return Tree(
+        (
+            FileEntry("a/big.bin", 10, ((H, 4), (H, 6)), hash=digest(b"whole")),
+            FileEntry("small.txt", 5, data=b"hello"),
+        )
+    )
+
+
+def test_golden_tree_and_artifact_hashes() -> None:
+    # Changing these means changing the on-store format: bump FORMAT_VERSION and note it in FORMAT.md.
+    tree = sample_tree()
+    assert to_hex(digest(tree.to_bytes())) == GOLDEN_TREE
+    art = Artifact(digest(tree.to_bytes()), "builtins.bytes", "cas.bytes", "1", 15, {"length": 15}, {"k": [1, 2.5]})
+    assert to_hex(digest(art.to_bytes())) == GOLDEN_ARTIFACT
+
+
+GOLDEN_TREE = "ad679ade1190ed71c86a876b3bb4084b2fb616c5798316108d553cb58e8ebe08"
+GOLDEN_ARTIFACT = "14902e4dbb0715c0a917df54d508f56c686e0ac83f2158ab5fceab3b37c38d15"
+
+
+def test_roundtrips() -> None:
+    tree = sample_tree()
+    assert Tree.from_bytes(tree.to_bytes()) == tree
+    art = Artifact(H, "builtins.str", "cas.str", "1", 3, {"length": 3}, {})
+    assert Artifact.from_bytes(art.to_bytes()) == art
+    index = PackIndex((PackEntry(H, 0, 30, 14, 0), PackEntry(digest(b"x"), 30, 20, 100, 1)))
+    assert PackIndex.from_bytes(index.to_bytes()) == index
+    ref = RefRecord(H, 1700000000.5, 3, "v1.0")
+    assert RefRecord.from_bytes(ref.to_bytes()) == ref
+    cmap = ChunkMap(H, 10, ((H, 10),))
+    assert ChunkMap.from_bytes(cmap.to_bytes()) == cmap
+
+
+def _tree_value(**entry: object) -> bytes:
+    return canonical.encode({"type": "tree", "v": 1, "entries": [entry]})
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        canonical.encode({"type": "tree", "v": 2, "entries": []}),  # unknown schema version
+        canonical.encode({"type": "artifact", "v": 1, "entries": []}),  # wrong type tag
+        canonical.encode([1, 2, 3]),  # not a map
+        canonical.encode({"type": "tree", "v": 1, "entries": [], "extra": 1}),
+        _tree_value(path="../x", size=1, data=b"x"),
+        _tree_value(path="/etc/passwd", size=1, data=b"x"),
+        _tree_value(path="a//b", size=1, data=b"x"),
+        _tree_value(path="a\x00b", size=1, data=b"x"),
+        _tree_value(path="C:evil", size=1, data=b"x"),
+        _tree_value(path="x", size=2, data=b"x"),  # size mismatch
+        _tree_value(path="x", size=-1, data=b""),
+        _tree_value(path="x", size=5, hash=H, chunks=[[H, 4]]),  # chunks do not add up
+        _tree_value(path="x", size=5, hash=H, chunks=[[b"short", 5]]),  # hash not 32 bytes
+        _tree_value(path="x", size=5, hash=H, chunks=[[H, True]]),  # bool is not a size
+        _tree_value(path="x", size=5, hash=b"", chunks=[[H, 5]]),
+        canonical.encode({"type": "tree", "v": 1, "entries": [
+            {"path": "b", "size": 0, "data": b""}, {"path": "a", "size": 0, "data": b""}]}),  # unsorted
+        canonical.encode({"type": "tree", "v": 1, "entries": [
+            {"path": "a", "size": 0, "data": b""}, {"path": "a/b", "size": 0, "data": b""}]}),  # file and folder
+        canonical.encode({"type": "packindex", "v": 1, "entries": [[H, 100, 20, 4, 0], [H, 0, 20, 4, 0]]}),
+        canonical.encode({"type": "packindex", "v": 1, "entries": [[H, 0, 20, 4, 9]]}),
+        b"",
+        b"\xff\xff",
+    ],
+)
+def test_malformed_objects_are_corrupt(data: bytes) -> None:
+    for cls in (Tree, Artifact, PackIndex, RefRecord, ChunkMap):
+        with pytest.raises(CorruptObjectError):
+            cls.from_bytes(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_only_raise_corrupt(data: bytes) -> None:
+    for cls in (Tree, Artifact, PackIndex, RefRecord, ChunkMap):
+        try:
+            cls.from_bytes(data)
+        except CorruptObjectError:
+            pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_mutated_valid_objects_only_raise_corrupt(data: st.DataObject) -> None:
+    good = bytearray(sample_tree().to_bytes())
+    pos = data.draw(st.integers(0, len(good) - 1))
+    good[pos] = data.draw(st.integers(0, 255))
+    try:
+        Tree.from_bytes(bytes(good))
+    except CorruptObjectError:
+        pass
+
+
+@pytest.mark.parametrize("path", ["", ".", "..", "a/../b", "/abs", "a/", "a\\b", "x\x01", "a/./b"])
+def test_bad_tree_paths(path: str) -> None:
+    with pytest.raises(InvalidNameError):
+        check_tree_path(path)
+
+
+def test_good_tree_paths() -> None:
+    for path in ("a", "a/b/c.txt", "ünïcode/файл", ".hidden", "a..b"):
+        assert check_tree_path(path) == path
