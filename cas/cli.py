@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     get = sub.add_parser("get", help="restore an artifact's files")
     get.add_argument("ref")
     get.add_argument("-o", "--output", required=True)
+    sub.add_parser("demo", help="show what the store does, on a scratch store")
     args = parser.parse_args(argv)
     try:
         if args.command == "init":
@@ -35,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "get":
             with cas.open(args.store, create=False) as store:
                 print(store.get(args.ref, path=args.output))
+        elif args.command == "demo":
+            from cas import demo
+
+            demo.run()
         else:
             parser.print_help()
             return 2

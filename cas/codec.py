@@ -95,7 +95,7 @@ def worth_compressing(sample: bytes | bytearray | memoryview, level: int) -> boo
 
 
 def encode(
-    raw: bytes | bytearray | memoryview, *, compress: bool, level: int = 3
+    raw: bytes | bytearray | memoryview, *, compress: bool, level: int = 1
 ) -> tuple[bytes, bytes | bytearray | memoryview]:
     """Return (header, payload) for ``raw``; the payload is ``raw`` itself when stored raw.
 

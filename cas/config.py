@@ -20,7 +20,7 @@ class StoreConfig:
 
     format: int = FORMAT_VERSION
     chunking: ChunkParams = field(default_factory=ChunkParams)
-    compression_level: int = 3
+    compression_level: int = 1
 
     def to_bytes(self) -> bytes:
         value = {
@@ -39,7 +39,7 @@ class StoreConfig:
                 raise CorruptObjectError(
                     f"store format {fmt} is newer than this cas understands ({FORMAT_VERSION}): upgrade cas"
                 )
-            return cls(fmt, ChunkParams.from_config(value["chunking"]), int(value.get("compression_level", 3)))
+            return cls(fmt, ChunkParams.from_config(value["chunking"]), int(value.get("compression_level", 1)))
         except CorruptObjectError:
             raise
         except (ValueError, KeyError, TypeError) as exc:

@@ -64,7 +64,7 @@ class ChunkLocation:
 class ObjectStore:
     """Content-addressed reads and writes on top of a backend."""
 
-    def __init__(self, backend: Backend, executor: Executor, *, compression_level: int = 3) -> None:
+    def __init__(self, backend: Backend, executor: Executor, *, compression_level: int = 1) -> None:
         self.backend = backend
         self.executor = executor
         self.compression_level = compression_level

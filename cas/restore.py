@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cas import codec
+from cas.backends.base import Buffer
 from cas.buffers import filled_bytes
 from cas.chunking import BufferPool
 from cas.errors import CorruptObjectError, IntegrityError, ObjectNotFoundError
@@ -71,16 +72,16 @@ def _spans(planned: list[_Planned]) -> list[list[_Planned]]:
 
 
 def _runs(span: list[_Planned]) -> list[list[_Planned]]:
-    """Group chunks stored raw and back to back in one pack."""
+    """Group chunks stored back to back in one pack with the same codec."""
     runs: list[list[_Planned]] = []
     for chunk in span:
         loc = chunk.location
-        if runs and loc is not None and loc.entry.codec == codec.CODEC_RAW and len(runs[-1]) < MAX_RUN_CHUNKS:
+        if runs and loc is not None and len(runs[-1]) < MAX_RUN_CHUNKS:
             prev = runs[-1][-1].location
             if (
                 prev is not None
                 and prev.pack == loc.pack
-                and prev.entry.codec == codec.CODEC_RAW
+                and prev.entry.codec == loc.entry.codec
                 and prev.entry.offset + prev.entry.stored == loc.entry.offset
             ):
                 runs[-1].append(chunk)
@@ -97,20 +98,46 @@ def _read_span(objects: ObjectStore, span: list[_Planned], dest: memoryview, bas
         if loc is None:
             raw = objects.get_object(first.digest)
             _place(raw, first, dest, base)
-        elif loc.entry.codec != codec.CODEC_RAW:
-            _place(objects.read_packed(loc), first, dest, base)
+        elif loc.entry.codec == codec.CODEC_RAW:
+            _read_raw_run(objects, run, dest, base)
         else:
-            _read_run(objects, run, dest, base)
+            _read_compressed_run(objects, run, dest, base)
 
 
-def _place(raw: bytes, chunk: _Planned, dest: memoryview, base: int) -> None:
+def _place(raw: Buffer, chunk: _Planned, dest: memoryview, base: int) -> None:
     if len(raw) != chunk.size:
         raise CorruptObjectError(f"chunk {short(chunk.digest)} is {len(raw)} bytes, tree says {chunk.size}")
     start = chunk.offset - base
     dest[start : start + chunk.size] = raw
 
 
-def _read_run(objects: ObjectStore, run: list[_Planned], dest: memoryview, base: int) -> None:
+def _read_compressed_run(objects: ObjectStore, run: list[_Planned], dest: memoryview, base: int) -> None:
+    """One read for the whole run, then decode and verify each chunk into place."""
+    first = run[0].location
+    last = run[-1].location
+    assert first is not None and last is not None
+    key = pack_key(first.pack)
+    length = last.entry.offset + last.entry.stored - first.entry.offset
+    try:
+        data = memoryview(objects.backend.read_range(key, first.entry.offset, length))
+    except FileNotFoundError:
+        raise ObjectNotFoundError(f"pack {short(first.pack)} is missing") from None
+    if len(data) != length:
+        raise CorruptObjectError(f"pack {short(first.pack)} is truncated", key=key)
+    for chunk in run:
+        loc = chunk.location
+        assert loc is not None
+        name = f"chunk {short(chunk.digest)} in pack {short(loc.pack)}"
+        stored = data[loc.entry.offset - first.entry.offset :][: loc.entry.stored]
+        header = codec.parse_header(stored, key=name)
+        check_entry_header(header, loc.entry, name)
+        raw = codec.decode_payload(header, stored[codec.HEADER_SIZE :], key=name)
+        codec.verify(raw, chunk.digest, key=name)
+        _place(raw, chunk, dest, base)
+
+
+def _read_raw_run(objects: ObjectStore, run: list[_Planned], dest: memoryview, base: int) -> None:
+    """One vectored read straight into the destination, then verify each chunk there."""
     first = run[0].location
     assert first is not None
     key = pack_key(first.pack)

@@ -10,8 +10,24 @@ def test_all_is_honest() -> None:
     for name in cas.__all__:
         assert hasattr(cas, name), name
     public = {n for n in dir(cas) if not n.startswith("_")}
-    modules = {"errors", "store", "hashing", "codec", "canonical", "objects", "backends", "config", "chunking",
-               "ingest", "restore", "trees", "objectstore", "refs", "buffers", "cli"}
+    modules = {
+        "errors",
+        "store",
+        "hashing",
+        "codec",
+        "canonical",
+        "objects",
+        "backends",
+        "config",
+        "chunking",
+        "ingest",
+        "restore",
+        "trees",
+        "objectstore",
+        "refs",
+        "buffers",
+        "cli",
+    }
     assert public - modules - set(cas.__all__) == set()
 
 
@@ -36,8 +52,10 @@ def test_import_does_not_pull_optional_libraries() -> None:
 def test_cli_smoke(tmp_path) -> None:  # type: ignore[no-untyped-def]
     store = str(tmp_path / "s")
     (tmp_path / "f.txt").write_text("hello")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "cas.cli", "--store", store, *a],  # noqa: E731
-                                    capture_output=True, text=True)
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "cas.cli", "--store", store, *args]
+        return subprocess.run(command, capture_output=True, text=True)
+
     assert run("init", store).returncode == 0
     put = run("put", str(tmp_path / "f.txt"), "--name", "greeting")
     assert put.returncode == 0 and put.stdout.startswith("greeting@1")

@@ -31,7 +31,9 @@ def test_hex_spelling() -> None:
         hashing.from_hex("zz" * 32)
 
 
-@pytest.mark.parametrize("text,ok", [("abcdef", True), ("abcde", False), ("ABCDEF", False), ("a" * 64, True),
-                                     ("a" * 65, False), ("abcdeg", False)])
+@pytest.mark.parametrize(
+    "text,ok",
+    [("abcdef", True), ("abcde", False), ("ABCDEF", False), ("a" * 64, True), ("a" * 65, False), ("abcdeg", False)],
+)
 def test_prefix_rules(text: str, ok: bool) -> None:
     assert hashing.is_hex_prefix(text) is ok

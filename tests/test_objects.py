@@ -68,10 +68,20 @@ def _tree_value(**entry: object) -> bytes:
         _tree_value(path="x", size=5, hash=H, chunks=[[b"short", 5]]),  # hash not 32 bytes
         _tree_value(path="x", size=5, hash=H, chunks=[[H, True]]),  # bool is not a size
         _tree_value(path="x", size=5, hash=b"", chunks=[[H, 5]]),
-        canonical.encode({"type": "tree", "v": 1, "entries": [
-            {"path": "b", "size": 0, "data": b""}, {"path": "a", "size": 0, "data": b""}]}),  # unsorted
-        canonical.encode({"type": "tree", "v": 1, "entries": [
-            {"path": "a", "size": 0, "data": b""}, {"path": "a/b", "size": 0, "data": b""}]}),  # file and folder
+        canonical.encode(
+            {
+                "type": "tree",
+                "v": 1,
+                "entries": [{"path": "b", "size": 0, "data": b""}, {"path": "a", "size": 0, "data": b""}],
+            }
+        ),  # unsorted
+        canonical.encode(
+            {
+                "type": "tree",
+                "v": 1,
+                "entries": [{"path": "a", "size": 0, "data": b""}, {"path": "a/b", "size": 0, "data": b""}],
+            }
+        ),  # file and folder
         canonical.encode({"type": "packindex", "v": 1, "entries": [[H, 100, 20, 4, 0], [H, 0, 20, 4, 0]]}),
         canonical.encode({"type": "packindex", "v": 1, "entries": [[H, 0, 20, 4, 9]]}),
         b"",

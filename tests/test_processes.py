@@ -58,8 +58,14 @@ def test_hashes_are_the_same_in_a_fresh_process(tmp_path: Path) -> None:
     outputs = []
     for seed in ("0", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / f"s{seed}")], env=env, cwd=ROOT,
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path / f"s{seed}")],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         outputs.append(json.loads(out.stdout))
     assert outputs[0] == outputs[1]
     with cas.open(tmp_path / "here") as s:
@@ -91,8 +97,13 @@ def test_a_1gib_file_goes_in_and_out_in_bounded_memory(tmp_path: Path) -> None:
         for i in range(1024):
             f.write(block[i:] + block[:i])  # 1 GiB, each MiB distinct
     out = tmp_path / "out.bin"
-    result = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(src), str(tmp_path / "store"), str(out)],
-                            cwd=ROOT, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, str(src), str(tmp_path / "store"), str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     put_peak, get_peak = map(int, result.stdout.split())
     assert put_peak < 256 << 20, f"put grew RSS by {put_peak >> 20} MiB"
     assert get_peak < 256 << 20, f"get grew RSS by {get_peak >> 20} MiB"

@@ -1,6 +1,7 @@
 """put/get/info/exists and refs, on every backend."""
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -119,8 +120,26 @@ def test_non_artifact_hash_is_refused(store: cas.Store) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["", "../x", "/abs", "a//b", "a/", "-dash", ".dot", "a..b", "a@b", "a b", "tab\tx", "nul\x00", "x.lock",
-     "a:b", "q?", "x" * 300, "a\\b", "a/.hidden"],
+    [
+        "",
+        "../x",
+        "/abs",
+        "a//b",
+        "a/",
+        "-dash",
+        ".dot",
+        "a..b",
+        "a@b",
+        "a b",
+        "tab\tx",
+        "nul\x00",
+        "x.lock",
+        "a:b",
+        "q?",
+        "x" * 300,
+        "a\\b",
+        "a/.hidden",
+    ],
 )
 def test_bad_names_are_refused(store: cas.Store, name: str) -> None:
     with pytest.raises(cas.InvalidNameError):
@@ -279,3 +298,24 @@ def test_object_hash_is_content_hash(store: cas.Store) -> None:
     ref = store.put(b"x" * 10_000)
     raw = store.objects.get_object(bytes.fromhex(ref.hash))
     assert to_hex(digest(raw)) == ref.hash
+
+
+def test_threads_naming_the_same_artifact_lose_no_version(store: cas.Store) -> None:
+    shared = os.urandom(2 << 20)
+    results: list[cas.Ref] = []
+    lock = threading.Lock()
+
+    def work(i: int) -> None:
+        for j in range(4):
+            ref = store.put(shared + f"{i}-{j}".encode(), "contended")
+            with lock:
+                results.append(ref)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.number for r in results if r.number is not None) == list(range(1, 33))
+    for ref in results:
+        assert store.get(f"contended@{ref.number}") == store.get(ref.hash)
