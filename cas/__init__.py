@@ -11,6 +11,7 @@ from cas.errors import (
     BackendError,
     CasError,
     CorruptObjectError,
+    IncompatibleArtifactError,
     IntegrityError,
     InvalidMetadataError,
     InvalidNameError,
@@ -21,6 +22,7 @@ from cas.errors import (
     SourceNotFoundError,
     StoreNotFoundError,
     UnsupportedTypeError,
+    UntrustedPickleError,
 )
 from cas.store import ArtifactInfo, FileInfo, Ref, Store, open
 from materializers import Materializer
@@ -41,6 +43,7 @@ __all__ = [
     "CasError",
     "CorruptObjectError",
     "FileInfo",
+    "IncompatibleArtifactError",
     "IntegrityError",
     "InvalidMetadataError",
     "InvalidNameError",
@@ -54,6 +57,7 @@ __all__ = [
     "Store",
     "StoreNotFoundError",
     "UnsupportedTypeError",
+    "UntrustedPickleError",
     "__version__",
     "open",
     "register_materializer",

@@ -21,9 +21,11 @@ class StoreConfig:
     format: int = FORMAT_VERSION
     chunking: ChunkParams = field(default_factory=ChunkParams)
     compression_level: int = 1
+    allow_pickle: bool = False
 
     def to_bytes(self) -> bytes:
         value = {
+            "allow_pickle": self.allow_pickle,
             "format": self.format,
             "chunking": self.chunking.to_config(),
             "compression_level": self.compression_level,
@@ -39,7 +41,12 @@ class StoreConfig:
                 raise CorruptObjectError(
                     f"store format {fmt} is newer than this cas understands ({FORMAT_VERSION}): upgrade cas"
                 )
-            return cls(fmt, ChunkParams.from_config(value["chunking"]), int(value.get("compression_level", 1)))
+            return cls(
+                fmt,
+                ChunkParams.from_config(value["chunking"]),
+                int(value.get("compression_level", 1)),
+                bool(value.get("allow_pickle", False)),
+            )
         except CorruptObjectError:
             raise
         except (ValueError, KeyError, TypeError) as exc:

@@ -15,6 +15,8 @@ same meaning, the error inherits it too, so ``except KeyError`` keeps working::
     ├── SourceNotFoundError (+FileNotFoundError)  a file or folder to put is missing
     ├── InvalidMetadataError (+ValueError)  metadata that is not plain data
     ├── UnsupportedTypeError (+TypeError)  no materializer for a Python type
+    ├── UntrustedPickleError             loading a pickle needs trust_pickle=True
+    ├── IncompatibleArtifactError        written by a materializer or Python this one can not read
     ├── PathRequiredError (+TypeError)   a file tree artifact needs ``path=``
     └── BackendError (+OSError)          the storage backend failed
 """
@@ -75,6 +77,14 @@ class InvalidMetadataError(CasError, ValueError):
 
 class UnsupportedTypeError(CasError, TypeError):
     """No materializer handles the given Python type."""
+
+
+class UntrustedPickleError(CasError):
+    """Loading a pickled artifact would run code from the store: it needs ``trust_pickle=True``."""
+
+
+class IncompatibleArtifactError(CasError):
+    """An artifact written by a materializer version or Python this process can not safely read."""
 
 
 class PathRequiredError(CasError, TypeError):

@@ -16,10 +16,13 @@ from cas.config import StoreConfig, load_config
 from cas.errors import (
     CasError,
     CorruptObjectError,
+    IncompatibleArtifactError,
     InvalidMetadataError,
     InvalidNameError,
     ObjectNotFoundError,
     RefNotFoundError,
+    UnsupportedTypeError,
+    UntrustedPickleError,
 )
 from cas.hashing import from_hex, is_full_hex, is_hex_prefix, short, to_hex
 from cas.objects import Artifact, Tree
@@ -79,9 +82,22 @@ RefLike = str | Ref
 class Store:
     """A content-addressed artifact store on one backend."""
 
-    def __init__(self, backend: Backend, *, create: bool = True, workers: int | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        create: bool = True,
+        workers: int | None = None,
+        allow_pickle: bool | None = None,
+        trust_pickle: bool = False,
+    ) -> None:
         self.backend = backend
         self.config: StoreConfig = load_config(backend, create=create)
+        #: Store with cloudpickle what no materializer handles (``put`` may override).
+        self.allow_pickle = self.config.allow_pickle if allow_pickle is None else allow_pickle
+        #: Load pickles. Never read from the store's own config: a shared store
+        #: must not be able to make its readers run its code.
+        self.trust_pickle = trust_pickle
         self._executor = ThreadPoolExecutor(
             max_workers=workers or max(4, (os.cpu_count() or 2) + 2), thread_name_prefix="cas"
         )
@@ -116,9 +132,13 @@ class Store:
         tags: Iterable[str] = (),
         metadata: dict[str, Any] | None = None,
         materializer: Materializer | type[Materializer] | str | None = None,
+        allow_pickle: bool | None = None,
     ) -> Ref:
         """Store ``obj``; with a name, also record a new version (and move ``tags`` to it).
 
+        ``materializer`` forces one (an instance, a class or a registered name).
+        ``allow_pickle`` lets cloudpickle store what no materializer handles
+        (default: the store's setting, off unless ``cas.open(allow_pickle=True)``).
         Raises InvalidNameError (bad name, version or tag), InvalidMetadataError,
         UnsupportedTypeError (no materializer), RefExistsError (``version`` taken
         by another artifact), SourceNotFoundError, BackendError.
@@ -133,14 +153,15 @@ class Store:
         elif version is not None or tags:
             raise InvalidNameError("a version or tag needs a name: put(obj, name, version=..., tags=...)")
         user_metadata = _check_metadata(metadata or {})
-        mat = self._materializer(obj, materializer)
-        writer = TreeWriter(self.objects, self.config.chunking)
+        allow = self.allow_pickle if allow_pickle is None else allow_pickle
         try:
-            mat.save(obj, writer)
-            tree = writer.finish()
-        except BaseException:
-            writer.abort()
-            raise
+            mat = self._materializer(obj, materializer)
+            tree = self._save(mat, obj)
+        except UnsupportedTypeError:
+            if not allow or materializer is not None:
+                raise
+            mat = materializers.registry.by_name("cas.pickle")
+            tree = self._save(mat, obj)
         tree_digest = self.objects.put_object(tree.to_bytes())
         artifact = Artifact(
             tree=tree_digest,
@@ -158,6 +179,15 @@ class Store:
         for tag in tags:
             self.refs.set_tag(name, tag, record)
         return _ref_of(name, record)
+
+    def _save(self, mat: Materializer, obj: Any) -> Tree:
+        writer = TreeWriter(self.objects, self.config.chunking)
+        try:
+            mat.save(obj, writer)
+            return writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
 
     def tag(self, ref: RefLike, tag: str) -> Ref:
         """Point ``name@tag`` at the version ``ref`` names (moving the tag if it exists)."""
@@ -225,14 +255,24 @@ class Store:
     def _tree(self, artifact: Artifact) -> Tree:
         return Tree.from_bytes(self.objects.get_object(artifact.tree), key=f"tree {short(artifact.tree)}")
 
-    def get(self, ref: RefLike, *, path: str | os.PathLike[str] | None = None) -> Any:
+    def get(
+        self,
+        ref: RefLike,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        trust_pickle: bool | None = None,
+        allow_python_mismatch: bool = False,
+    ) -> Any:
         """Load the artifact ``ref`` names; with ``path``, write its files there instead.
 
         A single-file artifact is written to ``path`` itself; a directory
         artifact (or one of several files) below the folder ``path``. Returns
-        the loaded object, or the Path written.
+        the loaded object, or the Path written. A pickled artifact loads only
+        with ``trust_pickle=True`` (or ``cas.open(trust_pickle=True)``): unpickling
+        runs code chosen by whoever wrote it.
         Raises RefNotFoundError, ObjectNotFoundError, AmbiguousRefError,
-        IntegrityError/CorruptObjectError, UnsupportedTypeError, PathRequiredError.
+        IntegrityError/CorruptObjectError, UnsupportedTypeError, PathRequiredError,
+        UntrustedPickleError, IncompatibleArtifactError.
         """
         resolved = self.resolve(ref)
         artifact = self._artifact(resolved)
@@ -241,11 +281,18 @@ class Store:
             return self._export(artifact, tree, Path(path))
         mat = materializers.registry.by_name(artifact.materializer)
         if not mat.can_load(artifact.materializer_version):
-            raise CorruptObjectError(
+            raise IncompatibleArtifactError(
                 f"{resolved} was written by {artifact.materializer} version {artifact.materializer_version}, "
                 f"which this version ({mat.version}) can not read"
             )
-        return mat.load(TreeReader(self.objects, tree), artifact.python_type)
+        if mat.executes_code and not (self.trust_pickle if trust_pickle is None else trust_pickle):
+            raise UntrustedPickleError(
+                f"{resolved} is a pickle: loading it runs code chosen by whoever wrote it; "
+                "pass trust_pickle=True if you trust this store"
+            )
+        mat.check_environment(artifact.metadata, override=allow_python_mismatch)
+        type_ = mat.resolve_type(artifact.python_type, artifact.metadata)
+        return mat.load(TreeReader(self.objects, tree, artifact.metadata), type_)
 
     def _export(self, artifact: Artifact, tree: Tree, target: Path) -> Path:
         reader = TreeReader(self.objects, tree)
@@ -348,17 +395,26 @@ def open(  # noqa: A001  (cas.open, like io.open)
     create: bool = True,
     storage_options: dict[str, Any] | None = None,
     workers: int | None = None,
+    allow_pickle: bool | None = None,
+    trust_pickle: bool = False,
 ) -> Store:
     """Open (or create) a store.
 
     With no URL: the ``CAS_STORE`` environment variable, else the nearest
     ``.cas`` folder in the current directory or a parent (as git finds
     ``.git``), else a new ``./.cas``. Raises StoreNotFoundError when
-    ``create`` is false and no store exists.
+    ``create`` is false and no store exists. ``allow_pickle`` and
+    ``trust_pickle`` set the defaults of ``put`` and ``get``.
     """
     if url is None:
         url = os.environ.get("CAS_STORE") or _discover() or Path.cwd() / ".cas"
-    return Store(backend_for(url, storage_options), create=create, workers=workers)
+    return Store(
+        backend_for(url, storage_options),
+        create=create,
+        workers=workers,
+        allow_pickle=allow_pickle,
+        trust_pickle=trust_pickle,
+    )
 
 
 def _discover(start: Path | None = None) -> Path | None:

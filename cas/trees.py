@@ -6,6 +6,7 @@ import mmap
 import os
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 from cas import restore
 from cas.backends.base import Buffer
@@ -135,9 +136,14 @@ def _releaser(mapped: mmap.mmap) -> Release:
 class TreeReader:
     """Reads the files of a stored tree, verifying every byte."""
 
-    def __init__(self, objects: ObjectStore, tree: Tree) -> None:
+    def __init__(self, objects: ObjectStore, tree: Tree, metadata: dict[str, Any] | None = None) -> None:
         self._objects = objects
         self._entries = {e.path: e for e in tree.entries}
+        self._metadata = metadata or {}
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self._metadata
 
     def _entry(self, path: str) -> FileEntry:
         try:

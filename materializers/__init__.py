@@ -1,6 +1,6 @@
 """Materializers: how Python objects become files in an artifact, and back."""
 
-from materializers import builtin as _builtin  # noqa: F401  (registers the built-ins)
+from materializers import builtin as _builtin  # noqa: E402, F401, I001  (registers the built-ins last)
 from materializers.base import ArtifactReader, ArtifactWriter, Materializer, type_name_of
 from materializers.registry import Registry, registry
 

@@ -4,6 +4,10 @@ A materializer declares the types it handles, writes an object as one or more
 files through an :class:`ArtifactWriter`, and reads it back through an
 :class:`ArtifactReader`. Its ``version`` is recorded in every artifact it
 writes, so a changed format is never silently misread.
+
+Subclasses that set ``name`` and ``types`` register themselves (pass
+``register=False`` in the class statement to opt out); ``cas.register_materializer``
+does the same as a decorator.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ class ArtifactWriter(Protocol):
 class ArtifactReader(Protocol):
     """How a materializer reads the files of one artifact back."""
 
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The metadata the materializer recorded at save time."""
+
     def paths(self) -> list[str]:
         """The artifact's file paths, sorted."""
 
@@ -41,16 +49,27 @@ class ArtifactReader(Protocol):
 
 
 class Materializer:
-    """Base class: subclass, set ``name``, ``version`` and ``types``, and register."""
+    """Base class: subclass, set ``name``, ``version`` and ``types``."""
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
     types: ClassVar[tuple[type, ...]] = ()
+    #: Whether subclasses of ``types`` are handled too (else only the exact types).
+    subclasses: ClassVar[bool] = True
+    #: Loading runs code from the stored bytes (pickle): needs explicit trust.
+    executes_code: ClassVar[bool] = False
+
+    def __init_subclass__(cls, register: bool = True, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if register and cls.name and cls.types:
+            from materializers.registry import registry
+
+            registry.register(cls)
 
     def save(self, obj: Any, writer: ArtifactWriter) -> None:
         raise NotImplementedError
 
-    def load(self, reader: ArtifactReader, type_name: str) -> Any:
+    def load(self, reader: ArtifactReader, type_: type) -> Any:
         raise NotImplementedError
 
     def metadata(self, obj: Any) -> dict[str, Any]:
@@ -61,12 +80,29 @@ class Materializer:
         """Whether artifacts written by ``version`` of this materializer can be read."""
         return version == self.version
 
-    def type_for(self, type_name: str) -> type:
-        """Map a recorded type name to one of ``types`` (never imports anything)."""
+    def check_environment(self, metadata: dict[str, Any], *, override: bool = False) -> None:
+        """Refuse (IncompatibleArtifactError) to load what this interpreter would misread."""
+
+    def resolve_type(self, type_name: str, metadata: dict[str, Any]) -> type:
+        """Map a recorded type name to one of ``types``; never imports anything."""
         for t in self.types:
             if type_name_of(t) == type_name:
                 return t
-        return self.types[0]
+        for t in self.types:
+            for sub in _all_subclasses(t):
+                if type_name_of(sub) == type_name:
+                    return sub
+        return self.types[0] if self.types else object
+
+
+def _all_subclasses(t: type) -> list[type]:
+    found = []
+    stack: list[type] = list(t.__subclasses__())
+    while stack:
+        sub = stack.pop()
+        found.append(sub)
+        stack.extend(sub.__subclasses__())
+    return found
 
 
 def type_name_of(t: type) -> str:

@@ -1,4 +1,4 @@
-"""Materializers for bytes, text and files on disk."""
+"""Materializers for plain Python values, bytes, text and files on disk."""
 
 from __future__ import annotations
 
@@ -7,28 +7,27 @@ import pathlib
 from typing import Any
 
 from cas.errors import PathRequiredError, SourceNotFoundError
+from materializers import valuecodec
 from materializers.base import ArtifactReader, ArtifactWriter, Materializer
-from materializers.registry import registry
 
 
-@registry.register
 class BytesMaterializer(Materializer):
     """bytes, bytearray and memoryview, as one file of the same bytes."""
 
     name = "cas.bytes"
     version = "1"
     types = (bytes, bytearray, memoryview)
+    subclasses = False
 
     def save(self, obj: Any, writer: ArtifactWriter) -> None:
         view = memoryview(obj)
         writer.write_bytes("data", view if view.contiguous else view.tobytes())
 
-    def load(self, reader: ArtifactReader, type_name: str) -> Any:
+    def load(self, reader: ArtifactReader, type_: type) -> Any:
         data = reader.read_bytes("data")
-        t = self.type_for(type_name)
-        if t is bytearray:
+        if type_ is bytearray:
             return bytearray(data)
-        if t is memoryview:
+        if type_ is memoryview:
             return memoryview(data)
         return data
 
@@ -36,25 +35,46 @@ class BytesMaterializer(Materializer):
         return {"length": memoryview(obj).nbytes}
 
 
-@registry.register
 class StrMaterializer(Materializer):
     """str, as UTF-8 (lone surrogates kept, so every str round-trips)."""
 
     name = "cas.str"
     version = "1"
     types = (str,)
+    subclasses = False
 
     def save(self, obj: Any, writer: ArtifactWriter) -> None:
         writer.write_bytes("data.txt", obj.encode("utf-8", "surrogatepass"))
 
-    def load(self, reader: ArtifactReader, type_name: str) -> Any:
+    def load(self, reader: ArtifactReader, type_: type) -> Any:
         return reader.read_bytes("data.txt").decode("utf-8", "surrogatepass")
 
     def metadata(self, obj: Any) -> dict[str, Any]:
         return {"length": len(obj)}
 
 
-@registry.register
+class ValueMaterializer(Materializer):
+    """None, bool, int, float, complex and nested list/tuple/dict/set/frozenset: one file per value."""
+
+    name = "cas.value"
+    version = "1"
+    types = (type(None), bool, int, float, complex, list, tuple, dict, set, frozenset)
+    subclasses = False  # an IntEnum or a namedtuple would come back as its base type
+
+    def save(self, obj: Any, writer: ArtifactWriter) -> None:
+        writer.write_bytes("value.msgpack", valuecodec.encode(obj))
+
+    def load(self, reader: ArtifactReader, type_: type) -> Any:
+        return valuecodec.decode(reader.read_bytes("value.msgpack"))
+
+    def metadata(self, obj: Any) -> dict[str, Any]:
+        if isinstance(obj, (list, tuple, dict, set, frozenset)):
+            return {"length": len(obj)}
+        if obj is None or isinstance(obj, (bool, float)) or (isinstance(obj, int) and -(2**63) <= obj < 2**63):
+            return {"value": obj}
+        return {}
+
+
 class PathMaterializer(Materializer):
     """A file or a whole directory tree on disk; restored with ``get(ref, path=...)``.
 
@@ -76,7 +96,7 @@ class PathMaterializer(Materializer):
         for rel in _walk_files(root):
             writer.write_file(rel, root / rel)
 
-    def load(self, reader: ArtifactReader, type_name: str) -> Any:
+    def load(self, reader: ArtifactReader, type_: type) -> Any:
         raise PathRequiredError("this artifact is a file or directory: restore it with get(ref, path=...)")
 
     def metadata(self, obj: Any) -> dict[str, Any]:

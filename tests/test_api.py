@@ -52,6 +52,7 @@ def test_import_does_not_pull_optional_libraries() -> None:
 def test_cli_smoke(tmp_path) -> None:  # type: ignore[no-untyped-def]
     store = str(tmp_path / "s")
     (tmp_path / "f.txt").write_text("hello")
+
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "cas.cli", "--store", store, *args]
         return subprocess.run(command, capture_output=True, text=True)

@@ -8,8 +8,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_ruff() -> None:
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "cas", "materializers", "tests", "benchmarks"],
-                            cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "cas", "materializers", "tests", "benchmarks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -20,7 +24,12 @@ def test_mypy() -> None:
 
 def test_benchmarks_quick_smoke(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
-    result = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--size", "8", "--json", str(out)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--size", "8", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert out.exists() and "put bytes" in result.stdout

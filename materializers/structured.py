@@ -1,0 +1,78 @@
+"""Dataclasses, with their fields through the plain-value encoding.
+
+The class to rebuild is looked up by module and qualified name among the
+modules already imported: cas never imports a module because stored data names
+it. Import the module that defines the class before ``get``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Any
+
+from cas.errors import CorruptObjectError, IncompatibleArtifactError, UnsupportedTypeError
+from materializers import valuecodec
+from materializers.base import ArtifactReader, ArtifactWriter, Materializer
+from materializers.registry import registry
+
+
+def class_facts(obj: Any) -> dict[str, Any]:
+    t = type(obj)
+    if "<locals>" in t.__qualname__:
+        raise UnsupportedTypeError(f"{t.__qualname__} is defined inside a function: it can not be found again")
+    return {"module": t.__module__, "qualname": t.__qualname__}
+
+
+def find_class(metadata: dict[str, Any]) -> type:
+    module_name, qualname = metadata.get("module"), metadata.get("qualname")
+    if not isinstance(module_name, str) or not isinstance(qualname, str):
+        raise CorruptObjectError("artifact metadata lacks the class's module and name")
+    module = sys.modules.get(module_name)
+    if module is None:
+        raise IncompatibleArtifactError(
+            f"import {module_name} before loading this artifact (cas never imports modules named by stored data)"
+        )
+    found: Any = module
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+        if found is None:
+            raise IncompatibleArtifactError(f"{module_name} has no class {qualname}")
+    if not isinstance(found, type):
+        raise IncompatibleArtifactError(f"{module_name}.{qualname} is not a class")
+    return found
+
+
+class DataclassMaterializer(Materializer, register=False):
+    """A dataclass instance: its fields as plain values; the class must be importable."""
+
+    name = "cas.dataclass"
+    version = "1"
+    types = ()
+
+    def save(self, obj: Any, writer: ArtifactWriter) -> None:
+        fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+        writer.write_bytes("fields.msgpack", valuecodec.encode(fields))
+
+    def load(self, reader: ArtifactReader, type_: type) -> Any:
+        fields = valuecodec.decode(reader.read_bytes("fields.msgpack"))
+        if not isinstance(fields, dict):
+            raise CorruptObjectError("dataclass fields are not a map")
+        init = {f.name for f in dataclasses.fields(type_) if f.init}
+        obj = type_(**{k: v for k, v in fields.items() if k in init})
+        for key, value in fields.items():  # fields with init=False
+            if key not in init:
+                object.__setattr__(obj, key, value)
+        return obj
+
+    def metadata(self, obj: Any) -> dict[str, Any]:
+        return {**class_facts(obj), "fields": [f.name for f in dataclasses.fields(obj)]}
+
+    def resolve_type(self, type_name: str, metadata: dict[str, Any]) -> type:
+        cls = find_class(metadata)
+        if not dataclasses.is_dataclass(cls):
+            raise IncompatibleArtifactError(f"{type_name} is not a dataclass")
+        return cls
+
+
+registry.register(DataclassMaterializer)

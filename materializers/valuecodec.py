@@ -1,0 +1,140 @@
+"""A typed msgpack encoding of plain Python values, one byte string per value.
+
+Lists, str-keyed... any dicts, and scalars use msgpack's own types; what msgpack
+lacks is an ext type whose payload is again this encoding:
+
+====  ===========  =======================================================
+code  Python type  payload
+====  ===========  =======================================================
+1     int          a big int: signed big-endian two's complement bytes
+2     complex      real and imaginary part, two little-endian float64
+3     tuple        the items, as an array
+4     set          the items' encodings, sorted bytewise, concatenated
+5     frozenset    as set
+6     bytearray    the bytes
+====  ===========  =======================================================
+
+Sets are sorted by the bytes of their items, so a set's encoding (and hash)
+does not depend on the process's hash seed. Dicts keep insertion order; keys
+may be any encodable hashable value. Strings keep lone surrogates.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+
+from cas.errors import CorruptObjectError, UnsupportedTypeError
+
+EXT_BIGINT = 1
+EXT_COMPLEX = 2
+EXT_TUPLE = 3
+EXT_SET = 4
+EXT_FROZENSET = 5
+EXT_BYTEARRAY = 6
+_COMPLEX = struct.Struct("<dd")
+MAX_DEPTH = 256
+
+
+def _default(obj: Any) -> Any:
+    t = type(obj)
+    if t is int:
+        length = (obj.bit_length() + 8) // 8
+        return msgpack.ExtType(EXT_BIGINT, obj.to_bytes(length, "big", signed=True))
+    if t is complex:
+        return msgpack.ExtType(EXT_COMPLEX, _COMPLEX.pack(obj.real, obj.imag))
+    if t is tuple:
+        return msgpack.ExtType(EXT_TUPLE, encode(list(obj)))
+    if t is set or t is frozenset:
+        items = b"".join(sorted(encode(item) for item in obj))
+        return msgpack.ExtType(EXT_SET if t is set else EXT_FROZENSET, items)
+    if t is bytearray:
+        return msgpack.ExtType(EXT_BYTEARRAY, bytes(obj))
+    raise UnsupportedTypeError(
+        f"{t.__module__}.{t.__qualname__} can not be stored inside a plain value: register a materializer "
+        "for it, or allow pickle (put(..., allow_pickle=True))"
+    )
+
+
+_SCALARS = (type(None), bool, int, float, str, bytes, complex)
+
+
+def _mark_bytearrays(value: Any, depth: int = 0) -> Any:
+    """msgpack packs bytearray as bin without asking; wrap them so they stay bytearrays."""
+    if depth > MAX_DEPTH:
+        raise UnsupportedTypeError(f"value nested deeper than {MAX_DEPTH}")
+    t = type(value)
+    if t in _SCALARS:
+        return value
+    if t is bytearray:
+        return msgpack.ExtType(EXT_BYTEARRAY, bytes(value))
+    if t is list or t is tuple:
+        items = [_mark_bytearrays(v, depth + 1) for v in value]
+        if all(a is b for a, b in zip(items, value, strict=True)):
+            return value
+        return items if t is list else tuple(items)
+    if t is dict:
+        marked = {k: _mark_bytearrays(v, depth + 1) for k, v in value.items()}
+        if all(marked[k] is v for k, v in value.items()):
+            return value
+        return marked  # keys are hashable, so never bytearrays
+    return value  # sets hold only hashable items, and bytearray is not hashable
+
+
+def encode(value: Any) -> bytes:
+    """Encode a value; UnsupportedTypeError names the first type that has no encoding."""
+    try:
+        return msgpack.packb(
+            _mark_bytearrays(value),
+            default=_default,
+            strict_types=True,
+            use_bin_type=True,
+            unicode_errors="surrogatepass",
+        )
+    except (ValueError, RecursionError) as exc:  # msgpack's nesting limit
+        raise UnsupportedTypeError(f"value can not be encoded: {exc}") from None
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == EXT_BIGINT:
+        return int.from_bytes(data, "big", signed=True)
+    if code == EXT_COMPLEX:
+        real, imag = _COMPLEX.unpack(data)
+        return complex(real, imag)
+    if code == EXT_TUPLE:
+        items = decode(data)
+        if not isinstance(items, list):
+            raise ValueError("tuple payload is not an array")
+        return tuple(items)
+    if code in (EXT_SET, EXT_FROZENSET):
+        unpacker = _unpacker(len(data))
+        unpacker.feed(data)
+        items = list(unpacker)
+        return set(items) if code == EXT_SET else frozenset(items)
+    if code == EXT_BYTEARRAY:
+        return bytearray(data)
+    raise ValueError(f"unknown ext type {code}")
+
+
+def _unpacker(size: int) -> msgpack.Unpacker:
+    return msgpack.Unpacker(
+        ext_hook=_ext_hook,
+        strict_map_key=False,
+        raw=False,
+        unicode_errors="surrogatepass",
+        max_buffer_size=max(size, 1),
+    )
+
+
+def decode(data: bytes | bytearray | memoryview) -> Any:
+    """Decode a value; malformed bytes raise CorruptObjectError."""
+    try:
+        return msgpack.unpackb(
+            data, ext_hook=_ext_hook, strict_map_key=False, raw=False, unicode_errors="surrogatepass"
+        )
+    except CorruptObjectError:
+        raise
+    except Exception as exc:  # msgpack, struct, and unhashable keys raise many types
+        raise CorruptObjectError(f"stored value does not decode: {type(exc).__name__}: {exc}") from None
