@@ -238,8 +238,11 @@ WORKLOADS = {
 
 
 def run(names: list[str], size: int, repeats: int) -> list[Row]:
+    from benchmarks import values
+
+    workloads = {**WORKLOADS, **values.WORKLOADS}
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="cas-bench-", dir=os.environ.get("CAS_BENCH_DIR")) as tmp:
         for name in names:
-            rows += WORKLOADS[name](Path(tmp), size, repeats)
+            rows += workloads[name](Path(tmp), size, repeats)
     return rows

@@ -122,6 +122,9 @@ class RefStore:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        # The next number this process expects for each name: saves listing every
+        # version on each put. Another writer makes it stale, which costs a retry.
+        self._next: dict[str, int] = {}
 
     def _read(self, key: str) -> RefRecord | None:
         try:
@@ -151,17 +154,21 @@ class RefStore:
                     raise RefExistsError(f"version {name}@{label} already exists with another artifact")
                 if existing.number is not None:
                     return existing
-        numbers = self.version_numbers(name)
-        number = (numbers[-1] if numbers else 0) + 1
-        for _ in range(_MAX_ATTEMPTS):
+        number = self._next.get(name) or self._first_free(name)
+        for attempt in range(_MAX_ATTEMPTS):
             record = RefRecord(target, now, number, label)
             # Exclusive create: concurrent writers each get their own number.
             if self.backend.create(f"refs/{name}/@v/{number}", _encode(record)):
+                self._next[name] = number + 1
                 if label is not None:
                     self.backend.write(f"refs/{name}/@label/{label}", _encode(record))
                 return record
-            number += 1
+            number = number + 1 if attempt % 4 != 3 else max(number + 1, self._first_free(name))
         raise RefExistsError(f"could not allocate a version of {name!r}")
+
+    def _first_free(self, name: str) -> int:
+        numbers = self.version_numbers(name)
+        return (numbers[-1] if numbers else 0) + 1
 
     def set_tag(self, name: str, tag: str, record: RefRecord) -> None:
         check_label(tag, "tag")

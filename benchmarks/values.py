@@ -1,0 +1,95 @@
+"""Materializer workloads: a large float64 array, and many small values."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+import cas
+from benchmarks.harness import Row, alternate, median, remove, throughput_row, tree_size
+
+
+def numpy_array(work: Path, size: int, repeats: int) -> list[Row]:
+    """put/get of an incompressible float64 array vs np.save/np.load of a plain .npy file."""
+    arr = np.random.default_rng(0).random(size // 8)
+    plain = work / "plain.npy"
+    store_dir = work / "store"
+
+    def cas_put() -> None:
+        with cas.open(store_dir) as store:
+            store.put(arr, "array")
+
+    times = alternate(
+        {"cas": (cas_put, lambda: remove(store_dir)), "plain": (lambda: np.save(plain, arr), lambda: remove(plain))},
+        repeats,
+    )
+    rows = [throughput_row("put float64 array", arr.nbytes, times["cas"], times["plain"], "np.save", 0.8)]
+    np.save(plain, arr)
+    with cas.open(store_dir) as store:
+        store.put(arr, "array")
+        rows[0].stored_bytes = tree_size(store_dir)
+        get_times = alternate(
+            {"cas": (lambda: store.get("array"), None), "plain": (lambda: np.load(plain), None)}, repeats
+        )
+        assert np.array_equal(store.get("array"), arr)
+    rows.append(throughput_row("get float64 array", arr.nbytes, get_times["cas"], get_times["plain"], "np.load", 0.8))
+    remove(store_dir)
+    remove(plain)
+    return rows
+
+
+def small_values(work: Path, size: int, repeats: int, count: int = 2000) -> list[Row]:
+    """2,000 small dicts: puts and gets per second, vs one small JSON file each."""
+    values = [{"step": i, "loss": 1.0 / (i + 1), "name": f"run-{i}", "tags": ["train", "v2"]} for i in range(count)]
+    store_dir = work / "store"
+    files = work / "files"
+    put_rates, get_rates, file_put_rates, file_get_rates = [], [], [], []
+    for _ in range(repeats):
+        remove(store_dir)
+        remove(files)
+        files.mkdir()
+        with cas.open(store_dir) as store:
+            start = time.perf_counter()
+            refs = [store.put(v) for v in values]
+            put_rates.append(count / (time.perf_counter() - start))
+            start = time.perf_counter()
+            for ref in refs:
+                store.get(ref)
+            get_rates.append(count / (time.perf_counter() - start))
+        start = time.perf_counter()
+        for i, v in enumerate(values):
+            (files / f"{i}.json").write_text(json.dumps(v))
+        file_put_rates.append(count / (time.perf_counter() - start))
+        start = time.perf_counter()
+        for i in range(count):
+            json.loads((files / f"{i}.json").read_text())
+        file_get_rates.append(count / (time.perf_counter() - start))
+    remove(store_dir)
+    remove(files)
+    rows = []
+    for label, ours, ref, target in (
+        ("small dict puts", put_rates, file_put_rates, 2000),
+        ("small dict gets", get_rates, file_get_rates, 5000),
+    ):
+        value, ref_value = median(ours), median(ref)
+        rows.append(
+            Row(
+                f"{label} ({count})",
+                value,
+                "op/s",
+                min(ours),
+                max(ours),
+                "json files",
+                ref_value,
+                value / ref_value,
+                f">= {target}/s",
+                value >= target,
+            )
+        )
+    return rows
+
+
+WORKLOADS = {"numpy": numpy_array, "small": small_values}
