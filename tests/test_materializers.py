@@ -204,8 +204,8 @@ def test_object_arrays_need_pickle(local_store: cas.Store) -> None:
 
 # -- pandas / arrow ---------------------------------------------------------------
 
-pd = pytest.importorskip("pandas")
-pa = pytest.importorskip("pyarrow")
+import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
 
 
 def frames() -> list[Any]:
@@ -280,7 +280,7 @@ def test_classes_are_never_imported_by_name(local_store: cas.Store) -> None:
         sys.modules[__name__] = module
 
 
-pydantic = pytest.importorskip("pydantic")
+import pydantic  # noqa: E402
 
 
 class Settings(pydantic.BaseModel):
