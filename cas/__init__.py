@@ -24,6 +24,10 @@ from cas.errors import (
     UnsupportedTypeError,
     UntrustedPickleError,
 )
+from cas.history import VersionLog
+from cas.lineage import LineageGraph
+from cas.runs import Run
+from cas.steps import Step, pipeline, step
 from cas.store import ArtifactInfo, FileInfo, Ref, Store, open
 from materializers import Materializer
 from materializers import registry as _registry
@@ -47,18 +51,24 @@ __all__ = [
     "IntegrityError",
     "InvalidMetadataError",
     "InvalidNameError",
+    "LineageGraph",
     "Materializer",
     "ObjectNotFoundError",
     "PathRequiredError",
     "Ref",
     "RefExistsError",
     "RefNotFoundError",
+    "Run",
     "SourceNotFoundError",
+    "Step",
     "Store",
     "StoreNotFoundError",
     "UnsupportedTypeError",
     "UntrustedPickleError",
+    "VersionLog",
     "__version__",
     "open",
+    "pipeline",
     "register_materializer",
+    "step",
 ]

@@ -5,6 +5,7 @@ Layout::
     refs/<name>/@v/<n>          version n of a name (1, 2, 3...), created exclusively
     refs/<name>/@label/<label>  an explicit version label ("v1.0"), created exclusively
     refs/<name>/@tag/<tag>      a tag; moving it is an overwrite
+    names/<artifact>/<name>/@v/<n>  empty: which versions point at an artifact
 
 Names may contain ``/`` (``team/model``) but never ``@``, so the ``@``
 folders can not clash with a name's own components.
@@ -160,6 +161,8 @@ class RefStore:
             # Exclusive create: concurrent writers each get their own number.
             if self.backend.create(f"refs/{name}/@v/{number}", _encode(record)):
                 self._next[name] = number + 1
+                # Reverse index (artifact -> names), for lineage labels; rebuildable from refs/.
+                self.backend.write(f"names/{target.hex()}/{name}/@v/{number}", b"")
                 if label is not None:
                     self.backend.write(f"refs/{name}/@label/{label}", _encode(record))
                 return record
@@ -190,6 +193,16 @@ class RefStore:
         if record is None:
             raise RefNotFoundError(f"no artifact {name}@{selector}" if selector else f"no artifact named {name!r}")
         return record
+
+    def names_of(self, target: bytes) -> list[str]:
+        """``name@n`` of every version pointing at ``target`` (from the reverse index)."""
+        folder = f"names/{target.hex()}/"
+        found = []
+        for key in self.backend.list(folder):
+            name, sep, number = key[len(folder) :].rpartition("/@v/")
+            if sep and _DIGITS.fullmatch(number):
+                found.append((name, int(number)))
+        return [f"{n}@{v}" for n, v in sorted(found, key=lambda item: (item[0], -item[1]))]
 
     def names(self) -> Iterator[str]:
         """Every name with at least one version."""

@@ -25,9 +25,12 @@ from cas.errors import (
     UntrustedPickleError,
 )
 from cas.hashing import from_hex, is_full_hex, is_hex_prefix, short, to_hex
+from cas.history import History
 from cas.objects import Artifact, Tree
 from cas.objectstore import ObjectStore
 from cas.refs import RefRecord, RefStore, check_label, check_name, parse_ref
+from cas.runs import RunIndex
+from cas.steps import Provenance
 from cas.trees import TreeReader, TreeWriter
 from materializers import Materializer, type_name_of
 
@@ -79,7 +82,7 @@ class ArtifactInfo:
 RefLike = str | Ref
 
 
-class Store:
+class Store(History):
     """A content-addressed artifact store on one backend."""
 
     def __init__(
@@ -103,6 +106,9 @@ class Store:
         )
         self.objects = ObjectStore(backend, self._executor, compression_level=self.config.compression_level)
         self.refs = RefStore(backend)
+        self.run_index = RunIndex(backend)
+        #: Objects loaded by get or returned by steps, with their artifact hashes.
+        self.provenance = Provenance()
 
     @property
     def url(self) -> str:
@@ -292,7 +298,9 @@ class Store:
             )
         mat.check_environment(artifact.metadata, override=allow_python_mismatch)
         type_ = mat.resolve_type(artifact.python_type, artifact.metadata)
-        return mat.load(TreeReader(self.objects, tree, artifact.metadata), type_)
+        value = mat.load(TreeReader(self.objects, tree, artifact.metadata), type_)
+        self.provenance.remember(value, from_hex(resolved.hash))
+        return value
 
     def _export(self, artifact: Artifact, tree: Tree, target: Path) -> Path:
         reader = TreeReader(self.objects, tree)

@@ -49,6 +49,7 @@ class ArrowTableMaterializer(Materializer):
 
     name = "cas.arrow"
     version = "1"
+    packages = ("pyarrow",)
     types = (pa.Table,)
 
     def save(self, obj: Any, writer: ArtifactWriter) -> None:
@@ -70,6 +71,7 @@ class PandasMaterializer(Materializer):
 
     name = "cas.pandas"
     version = "1"
+    packages = ("pandas", "pyarrow")
     types = (pd.DataFrame, pd.Series)
 
     def save(self, obj: Any, writer: ArtifactWriter) -> None:

@@ -58,6 +58,8 @@ class Materializer:
     subclasses: ClassVar[bool] = True
     #: Loading runs code from the stored bytes (pickle): needs explicit trust.
     executes_code: ClassVar[bool] = False
+    #: Distributions whose versions a run records when this materializer wrote its outputs.
+    packages: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, register: bool = True, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

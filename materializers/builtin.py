@@ -6,9 +6,16 @@ import os
 import pathlib
 from typing import Any
 
-from cas.errors import PathRequiredError, SourceNotFoundError
+from cas.errors import (
+    CorruptObjectError,
+    IncompatibleArtifactError,
+    PathRequiredError,
+    SourceNotFoundError,
+    UnsupportedTypeError,
+)
 from materializers import valuecodec
-from materializers.base import ArtifactReader, ArtifactWriter, Materializer
+from materializers.base import ArtifactReader, ArtifactWriter, Materializer, type_name_of
+from materializers.registry import registry
 
 
 class BytesMaterializer(Materializer):
@@ -54,7 +61,12 @@ class StrMaterializer(Materializer):
 
 
 class ValueMaterializer(Materializer):
-    """None, bool, int, float, complex and nested list/tuple/dict/set/frozenset: one file per value."""
+    """None, bool, int, float, complex and nested list/tuple/dict/set/frozenset: one file per value.
+
+    A container that also holds other objects (arrays, frames, ...) keeps its
+    structure in ``composite.msgpack`` and each such leaf, written by its own
+    materializer, under ``leaves/<n>/``.
+    """
 
     name = "cas.value"
     version = "1"
@@ -62,10 +74,46 @@ class ValueMaterializer(Materializer):
     subclasses = False  # an IntEnum or a namedtuple would come back as its base type
 
     def save(self, obj: Any, writer: ArtifactWriter) -> None:
-        writer.write_bytes("value.msgpack", valuecodec.encode(obj))
+        try:
+            writer.write_bytes("value.msgpack", valuecodec.encode(obj))
+            return
+        except UnsupportedTypeError:
+            if not isinstance(obj, (list, tuple, dict)):
+                raise
+        leaves: list[dict[str, Any]] = []
+
+        def leaf(value: Any) -> int:
+            mat = registry.for_object(value)
+            number = len(leaves)
+            mat.save(value, _PrefixedWriter(writer, f"leaves/{number}/"))
+            leaves.append(
+                {"materializer": mat.name, "version": mat.version, "type": type_name_of(type(value)),
+                 "metadata": mat.metadata(value)}
+            )  # fmt: skip
+            return number
+
+        structure = valuecodec.encode(obj, leaf)
+        writer.write_bytes("composite.msgpack", valuecodec.encode({"structure": structure, "leaves": leaves}))
 
     def load(self, reader: ArtifactReader, type_: type) -> Any:
-        return valuecodec.decode(reader.read_bytes("value.msgpack"))
+        if "value.msgpack" in reader.paths():
+            return valuecodec.decode(reader.read_bytes("value.msgpack"))
+        info = valuecodec.decode(reader.read_bytes("composite.msgpack"))
+        if not isinstance(info, dict) or not isinstance(info.get("leaves"), list):
+            raise CorruptObjectError("composite value is malformed")
+        leaves = info["leaves"]
+
+        def load_leaf(number: int) -> Any:
+            spec = leaves[number]
+            mat = registry.by_name(spec["materializer"])
+            if not mat.can_load(spec["version"]) or mat.executes_code:
+                raise IncompatibleArtifactError(
+                    f"leaf {number} was written by {spec['materializer']} {spec['version']}"
+                )
+            sub = _PrefixedReader(reader, f"leaves/{number}/", spec["metadata"])
+            return mat.load(sub, mat.resolve_type(spec["type"], spec["metadata"]))
+
+        return valuecodec.decode(info["structure"], load_leaf)
 
     def metadata(self, obj: Any) -> dict[str, Any]:
         if isinstance(obj, (list, tuple, dict, set, frozenset)):
@@ -73,6 +121,45 @@ class ValueMaterializer(Materializer):
         if obj is None or isinstance(obj, (bool, float)) or (isinstance(obj, int) and -(2**63) <= obj < 2**63):
             return {"value": obj}
         return {}
+
+
+class _PrefixedWriter:
+    """A writer that puts a leaf's files below a folder of the artifact."""
+
+    def __init__(self, inner: ArtifactWriter, prefix: str) -> None:
+        self._inner = inner
+        self._prefix = prefix
+
+    def write_bytes(self, path: str, data: Any) -> None:
+        self._inner.write_bytes(self._prefix + path, data)
+
+    def write_file(self, path: str, source: Any) -> None:
+        self._inner.write_file(self._prefix + path, source)
+
+
+class _PrefixedReader:
+    """A reader of the files below a folder of the artifact."""
+
+    def __init__(self, inner: ArtifactReader, prefix: str, metadata: dict[str, Any]) -> None:
+        self._inner = inner
+        self._prefix = prefix
+        self._metadata = metadata
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self._metadata
+
+    def paths(self) -> list[str]:
+        return [p[len(self._prefix) :] for p in self._inner.paths() if p.startswith(self._prefix)]
+
+    def size(self, path: str) -> int:
+        return self._inner.size(self._prefix + path)
+
+    def read_bytes(self, path: str) -> bytes:
+        return self._inner.read_bytes(self._prefix + path)
+
+    def read_into(self, path: str, dest: memoryview) -> None:
+        self._inner.read_into(self._prefix + path, dest)
 
 
 class PathMaterializer(Materializer):

@@ -47,6 +47,7 @@ class NumpyMaterializer(Materializer):
 
     name = "cas.numpy"
     version = "1"
+    packages = ("numpy",)
     types = (np.ndarray, np.generic)
 
     def save(self, obj: Any, writer: ArtifactWriter) -> None:

@@ -37,6 +37,7 @@ class PickleMaterializer(Materializer, register=False):
 
     name = "cas.pickle"
     version = "1"
+    packages = ("cloudpickle",)
     types = ()
     executes_code = True
 

@@ -16,6 +16,7 @@ class PydanticMaterializer(Materializer):
 
     name = "cas.pydantic"
     version = "1"
+    packages = ("pydantic",)
     types = (pydantic.BaseModel,)
 
     def save(self, obj: Any, writer: ArtifactWriter) -> None:

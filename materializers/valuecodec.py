@@ -12,6 +12,7 @@ code  Python type  payload
 4     set          the items' encodings, sorted bytewise, concatenated
 5     frozenset    as set
 6     bytearray    the bytes
+7     (leaf)       the number of a leaf stored by its own materializer
 ====  ===========  =======================================================
 
 Sets are sorted by the bytes of their items, so a set's encoding (and hash)
@@ -22,11 +23,12 @@ may be any encodable hashable value. Strings keep lone surrogates.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
 
-from cas.errors import CorruptObjectError, UnsupportedTypeError
+from cas.errors import CasError, CorruptObjectError, UnsupportedTypeError
 
 EXT_BIGINT = 1
 EXT_COMPLEX = 2
@@ -34,28 +36,38 @@ EXT_TUPLE = 3
 EXT_SET = 4
 EXT_FROZENSET = 5
 EXT_BYTEARRAY = 6
+EXT_LEAF = 7
+
+Leaf = Callable[[Any], int]
+LoadLeaf = Callable[[int], Any]
 _COMPLEX = struct.Struct("<dd")
 MAX_DEPTH = 256
 
 
-def _default(obj: Any) -> Any:
-    t = type(obj)
-    if t is int:
-        length = (obj.bit_length() + 8) // 8
-        return msgpack.ExtType(EXT_BIGINT, obj.to_bytes(length, "big", signed=True))
-    if t is complex:
-        return msgpack.ExtType(EXT_COMPLEX, _COMPLEX.pack(obj.real, obj.imag))
-    if t is tuple:
-        return msgpack.ExtType(EXT_TUPLE, encode(list(obj)))
-    if t is set or t is frozenset:
-        items = b"".join(sorted(encode(item) for item in obj))
-        return msgpack.ExtType(EXT_SET if t is set else EXT_FROZENSET, items)
-    if t is bytearray:
-        return msgpack.ExtType(EXT_BYTEARRAY, bytes(obj))
-    raise UnsupportedTypeError(
-        f"{t.__module__}.{t.__qualname__} can not be stored inside a plain value: register a materializer "
-        "for it, or allow pickle (put(..., allow_pickle=True))"
-    )
+def _default_for(leaf: Leaf | None) -> Callable[[Any], Any]:
+    def default(obj: Any) -> Any:
+        t = type(obj)
+        if t is int:
+            length = (obj.bit_length() + 8) // 8
+            return msgpack.ExtType(EXT_BIGINT, obj.to_bytes(length, "big", signed=True))
+        if t is complex:
+            return msgpack.ExtType(EXT_COMPLEX, _COMPLEX.pack(obj.real, obj.imag))
+        if t is tuple:
+            return msgpack.ExtType(EXT_TUPLE, encode(list(obj), leaf))
+        if t is set or t is frozenset:
+            # No leaves inside sets: their order, and so the leaves' numbers, would vary.
+            items = b"".join(sorted(encode(item) for item in obj))
+            return msgpack.ExtType(EXT_SET if t is set else EXT_FROZENSET, items)
+        if t is bytearray:
+            return msgpack.ExtType(EXT_BYTEARRAY, bytes(obj))
+        if leaf is not None:
+            return msgpack.ExtType(EXT_LEAF, msgpack.packb(leaf(obj)))
+        raise UnsupportedTypeError(
+            f"{t.__module__}.{t.__qualname__} can not be stored inside a plain value: register a materializer "
+            "for it, or allow pickle (put(..., allow_pickle=True))"
+        )
+
+    return default
 
 
 _SCALARS = (type(None), bool, int, float, str, bytes, complex)
@@ -83,12 +95,16 @@ def _mark_bytearrays(value: Any, depth: int = 0) -> Any:
     return value  # sets hold only hashable items, and bytearray is not hashable
 
 
-def encode(value: Any) -> bytes:
-    """Encode a value; UnsupportedTypeError names the first type that has no encoding."""
+def encode(value: Any, leaf: Leaf | None = None) -> bytes:
+    """Encode a value; UnsupportedTypeError names the first type that has no encoding.
+
+    With ``leaf``, a value of any other type is handed to it and stored as the
+    number it returns (ext type 7): how containers of arrays and frames are kept.
+    """
     try:
         return msgpack.packb(
             _mark_bytearrays(value),
-            default=_default,
+            default=_default_for(leaf),
             strict_types=True,
             use_bin_type=True,
             unicode_errors="surrogatepass",
@@ -97,44 +113,48 @@ def encode(value: Any) -> bytes:
         raise UnsupportedTypeError(f"value can not be encoded: {exc}") from None
 
 
-def _ext_hook(code: int, data: bytes) -> Any:
-    if code == EXT_BIGINT:
-        return int.from_bytes(data, "big", signed=True)
-    if code == EXT_COMPLEX:
-        real, imag = _COMPLEX.unpack(data)
-        return complex(real, imag)
-    if code == EXT_TUPLE:
-        items = decode(data)
-        if not isinstance(items, list):
-            raise ValueError("tuple payload is not an array")
-        return tuple(items)
-    if code in (EXT_SET, EXT_FROZENSET):
-        unpacker = _unpacker(len(data))
-        unpacker.feed(data)
-        items = list(unpacker)
-        return set(items) if code == EXT_SET else frozenset(items)
-    if code == EXT_BYTEARRAY:
-        return bytearray(data)
-    raise ValueError(f"unknown ext type {code}")
+def _hook_for(leaf: LoadLeaf | None) -> Callable[[int, bytes], Any]:
+    def hook(code: int, data: bytes) -> Any:
+        if code == EXT_BIGINT:
+            return int.from_bytes(data, "big", signed=True)
+        if code == EXT_COMPLEX:
+            real, imag = _COMPLEX.unpack(data)
+            return complex(real, imag)
+        if code == EXT_TUPLE:
+            items = decode(data, leaf)
+            if not isinstance(items, list):
+                raise ValueError("tuple payload is not an array")
+            return tuple(items)
+        if code in (EXT_SET, EXT_FROZENSET):
+            unpacker = msgpack.Unpacker(
+                ext_hook=_hook_for(None),
+                strict_map_key=False,
+                raw=False,
+                unicode_errors="surrogatepass",
+                max_buffer_size=max(len(data), 1),
+            )
+            unpacker.feed(data)
+            items = list(unpacker)
+            return set(items) if code == EXT_SET else frozenset(items)
+        if code == EXT_BYTEARRAY:
+            return bytearray(data)
+        if code == EXT_LEAF and leaf is not None:
+            number = msgpack.unpackb(data)
+            if type(number) is not int:
+                raise ValueError("leaf reference is not an int")
+            return leaf(number)
+        raise ValueError(f"unknown ext type {code}")
+
+    return hook
 
 
-def _unpacker(size: int) -> msgpack.Unpacker:
-    return msgpack.Unpacker(
-        ext_hook=_ext_hook,
-        strict_map_key=False,
-        raw=False,
-        unicode_errors="surrogatepass",
-        max_buffer_size=max(size, 1),
-    )
-
-
-def decode(data: bytes | bytearray | memoryview) -> Any:
-    """Decode a value; malformed bytes raise CorruptObjectError."""
+def decode(data: bytes | bytearray | memoryview, leaf: LoadLeaf | None = None) -> Any:
+    """Decode a value (``leaf`` loads ext-7 leaves by number); malformed bytes raise CorruptObjectError."""
     try:
         return msgpack.unpackb(
-            data, ext_hook=_ext_hook, strict_map_key=False, raw=False, unicode_errors="surrogatepass"
+            data, ext_hook=_hook_for(leaf), strict_map_key=False, raw=False, unicode_errors="surrogatepass"
         )
-    except CorruptObjectError:
+    except CasError:  # includes errors from loading leaves
         raise
     except Exception as exc:  # msgpack, struct, and unhashable keys raise many types
         raise CorruptObjectError(f"stored value does not decode: {type(exc).__name__}: {exc}") from None

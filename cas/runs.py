@@ -1,0 +1,243 @@
+"""Runs: commit-like records of step executions, and the indexes that find them.
+
+A run is a loose object (type ``run``) naming the step, its code identity,
+parameters, input and output artifacts, parent runs and cache key. Beside the
+objects, small index files make the questions cheap to answer; every one of
+them can be rebuilt from the run objects (``RunIndex.rebuild``)::
+
+    runlog/<YYYY-MM-DD>/<ended, µs, 20 digits>-<run hash>   every run, in time order
+    cache/<2 hex>/<62 hex of cache key>                        the completed run to reuse
+    produced/<artifact hash>/<run hash>                        completed runs that output it
+    consumed/<artifact hash>/<run hash>                        runs that took it as input
+
+Index files under ``produced/``, ``consumed/`` and ``runlog/`` are empty: the
+key says everything. A ``cache/`` file holds a checksummed record.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from cas import canonical, codec
+from cas.backends.base import Backend
+from cas.errors import CorruptObjectError
+from cas.hashing import digest, short, to_hex
+from cas.objects import _digest_field, _fail, _field, _header
+
+STATUSES = ("completed", "failed", "cached")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One execution of a step (or a recorded cache hit)."""
+
+    step: str
+    code: bytes
+    params: dict[str, Any]
+    inputs: dict[str, bytes]
+    outputs: dict[str, bytes]
+    cache_key: bytes
+    started: float
+    ended: float
+    status: str
+    parents: tuple[bytes, ...] = ()
+    cached_from: bytes | None = None
+    returns: str = "single"  # how outputs map back to the return value: none, single, tuple, dict
+    order: tuple[str, ...] = ()  # output names in return order (maps are stored sorted)
+    environment: dict[str, Any] = field(default_factory=dict)
+    pipeline: dict[str, Any] | None = None
+    message: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    hash: bytes = b""  # filled in once stored; not part of the encoding
+
+    @property
+    def id(self) -> str:
+        return to_hex(self.hash)
+
+    @property
+    def short(self) -> str:
+        return short(self.hash)
+
+    @property
+    def duration(self) -> float:
+        return self.ended - self.started
+
+    def to_bytes(self) -> bytes:
+        return canonical.encode(
+            {
+                "type": "run",
+                "v": 1,
+                "step": self.step,
+                "code": self.code,
+                "params": self.params,
+                "inputs": self.inputs,
+                "outputs": self.outputs,
+                "cache_key": self.cache_key,
+                "started": float(self.started),
+                "ended": float(self.ended),
+                "status": self.status,
+                "parents": list(self.parents),
+                "cached_from": self.cached_from,
+                "returns": self.returns,
+                "order": list(self.order or self.outputs),
+                "environment": self.environment,
+                "pipeline": self.pipeline,
+                "message": self.message,
+                "metadata": self.metadata,
+                "error": self.error,
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview, run_hash: bytes, key: str = "run") -> Run:
+        value = _header(canonical.decode(data, key=key), "run", key)
+        fields = {
+            "type", "v", "step", "code", "params", "inputs", "outputs", "cache_key", "started", "ended", "status",
+            "parents", "cached_from", "returns", "order", "environment", "pipeline", "message", "metadata", "error",
+        }  # fmt: skip
+        if set(value) != fields:
+            raise _fail(key, "run has missing or unexpected fields")
+        status = _field(value, "status", str, key)
+        if status not in STATUSES:
+            raise _fail(key, f"unknown run status {status!r}")
+        if value["returns"] not in ("none", "single", "tuple", "dict"):
+            raise _fail(key, "unknown return kind")
+        for name in ("message", "error"):
+            if value[name] is not None and not isinstance(value[name], str):
+                raise _fail(key, f"field {name!r} has the wrong type")
+        if value["pipeline"] is not None and not isinstance(value["pipeline"], dict):
+            raise _fail(key, "field 'pipeline' has the wrong type")
+        return cls(
+            step=_field(value, "step", str, key),
+            code=_digest_field(value["code"], key),
+            params=_field(value, "params", dict, key),
+            inputs=_hash_map(_field(value, "inputs", dict, key), key),
+            outputs=_hash_map(_field(value, "outputs", dict, key), key),
+            cache_key=_digest_field(value["cache_key"], key),
+            started=_field(value, "started", float, key),
+            ended=_field(value, "ended", float, key),
+            status=status,
+            parents=tuple(_digest_field(p, key) for p in _field(value, "parents", list, key)),
+            cached_from=None if value["cached_from"] is None else _digest_field(value["cached_from"], key),
+            returns=value["returns"],
+            order=_order(_field(value, "order", list, key), value["outputs"], key),
+            environment=_field(value, "environment", dict, key),
+            pipeline=value["pipeline"],
+            message=value["message"],
+            metadata=_field(value, "metadata", dict, key),
+            error=value["error"],
+            hash=run_hash,
+        )
+
+    def __str__(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
+        status = "cache hit" if self.status == "cached" else self.status
+        ins = ", ".join(f"{k}={short(v, 8)}" for k, v in self.inputs.items())
+        outs = ", ".join(f"{k}={short(v, 8)}" for k, v in self.outputs.items())
+        return f"{self.short} {when} {self.step} [{status}, {self.duration * 1000:.0f} ms] ({ins}) -> ({outs})"
+
+
+def _order(order: list[Any], outputs: dict[str, Any], key: str) -> tuple[str, ...]:
+    if sorted(order) != sorted(outputs) or len(set(order)) != len(order):
+        raise _fail(key, "output order does not list the outputs")
+    return tuple(order)
+
+
+def _hash_map(value: dict[str, Any], key: str) -> dict[str, bytes]:
+    return {name: _digest_field(h, key) for name, h in value.items()}
+
+
+def _record(payload: bytes) -> bytes:
+    return codec.pack_header(codec.CODEC_RAW, len(payload)) + payload + digest(payload)
+
+
+def _unrecord(data: bytes, key: str) -> bytes:
+    if len(data) < codec.HEADER_SIZE + 32:
+        raise CorruptObjectError(f"{key}: truncated", key=key)
+    payload, check = data[:-32], data[-32:]
+    raw = bytes(codec.decode(payload, key=key))
+    if digest(raw) != check:
+        raise CorruptObjectError(f"{key}: checksum mismatch", key=key)
+    return raw
+
+
+def _day(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
+
+
+class RunIndex:
+    """The index files next to run objects: time order, cache keys, producers, consumers."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def add(self, run: Run) -> None:
+        """Index a stored run (its object is written first)."""
+        run_hex = to_hex(run.hash)
+        self.backend.write(f"runlog/{_day(run.ended)}/{int(run.ended * 1e6):020d}-{run_hex}", b"")
+        for artifact in set(run.inputs.values()):
+            self.backend.write(f"consumed/{to_hex(artifact)}/{run_hex}", b"")
+        if run.status == "completed":
+            for artifact in set(run.outputs.values()):
+                self.backend.write(f"produced/{to_hex(artifact)}/{run_hex}", b"")
+            self.backend.write(self._cache_key(run.cache_key), _record(run.hash))
+
+    @staticmethod
+    def _cache_key(cache_key: bytes) -> str:
+        text = to_hex(cache_key)
+        return f"cache/{text[:2]}/{text[2:]}"
+
+    def cached(self, cache_key: bytes) -> bytes | None:
+        """The run hash last recorded for a cache key, if any (not yet checked for completeness)."""
+        key = self._cache_key(cache_key)
+        try:
+            raw = _unrecord(self.backend.read(key), key)
+        except FileNotFoundError:
+            return None
+        except CorruptObjectError:
+            return None  # a damaged cache entry only costs a rerun
+        return raw if len(raw) == 32 else None
+
+    def forget_cache(self, cache_key: bytes) -> None:
+        try:
+            self.backend.delete(self._cache_key(cache_key))
+        except FileNotFoundError:
+            pass
+
+    def producers(self, artifact: bytes) -> list[bytes]:
+        return self._hashes(f"produced/{to_hex(artifact)}/")
+
+    def consumers(self, artifact: bytes) -> list[bytes]:
+        return self._hashes(f"consumed/{to_hex(artifact)}/")
+
+    def _hashes(self, folder: str) -> list[bytes]:
+        found = []
+        for key in self.backend.list(folder):
+            tail = key[len(folder) :]
+            try:
+                raw = bytes.fromhex(tail)
+            except ValueError:
+                continue
+            if len(raw) == 32:
+                found.append(raw)
+        return sorted(found)
+
+    def newest(self) -> Iterator[bytes]:
+        """Run hashes, newest first (by end time)."""
+        for key in sorted(self.backend.list("runlog/"), reverse=True):
+            _, _, run_hex = key.rsplit("/", 1)[-1].partition("-")
+            try:
+                raw = bytes.fromhex(run_hex)
+            except ValueError:
+                continue
+            if len(raw) == 32:
+                yield raw
+
+    def clear(self) -> None:
+        for folder in ("runlog/", "cache/", "produced/", "consumed/"):
+            for key in list(self.backend.list(folder)):
+                self.backend.delete(key)
