@@ -1,8 +1,8 @@
 """The public API is what __all__ says, and the error tree is as documented."""
 
 import subprocess
-import types
 import sys
+import types
 
 import cas
 
