@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import engine, values
+from benchmarks import engine, runs, values
 from benchmarks.harness import peak_rss_mib, print_table
 
 
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--quick", action="store_true", help="small sizes, one minute (the CI smoke test)")
     parser.add_argument(
-        "--only", action="append", choices=sorted({**engine.WORKLOADS, **values.WORKLOADS}), help="run one workload"
+        "--only", action="append", choices=sorted({**engine.WORKLOADS, **values.WORKLOADS, **runs.WORKLOADS}), help="run one workload"
     )
     parser.add_argument("--size", type=float, default=None, help="payload size in MiB (default 1024, quick 32)")
     parser.add_argument("--repeats", type=int, default=None, help="runs per side (default 5, quick 2)")
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     size = int((args.size or (32 if args.quick else 1024)) * (1 << 20))
     repeats = args.repeats or (2 if args.quick else 5)
-    names = args.only or [*engine.WORKLOADS, *values.WORKLOADS]
+    names = args.only or [*engine.WORKLOADS, *values.WORKLOADS, *runs.WORKLOADS]
     started = time.time()
     rows = engine.run(names, size, repeats)
     print_table(rows)

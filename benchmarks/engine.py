@@ -238,9 +238,9 @@ WORKLOADS = {
 
 
 def run(names: list[str], size: int, repeats: int) -> list[Row]:
-    from benchmarks import values
+    from benchmarks import runs, values
 
-    workloads = {**WORKLOADS, **values.WORKLOADS}
+    workloads = {**WORKLOADS, **values.WORKLOADS, **runs.WORKLOADS}
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="cas-bench-", dir=os.environ.get("CAS_BENCH_DIR")) as tmp:
         for name in names:

@@ -1,0 +1,90 @@
+"""Run workloads: cache-hit latency, the store's overhead on a miss, lineage in a big store."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cas
+from benchmarks.harness import Row, median, remove
+
+
+def _ms(samples: list[float]) -> tuple[float, float, float]:
+    values = [s * 1000 for s in samples]
+    return median(values), min(values), max(values)
+
+
+def step_latency(work: Path, size: int, repeats: int) -> list[Row]:
+    """A cache hit that loads a small output, and the overhead of a miss around a no-op body."""
+    store_dir = work / "store"
+    remove(store_dir)
+    calls = 200 if repeats > 2 else 50
+    with cas.open(store_dir) as store:
+
+        @store.step(name="bench.hit")
+        def summarize(n: int) -> dict[str, float]:
+            return {"mean": n / 2, "max": float(n)}
+
+        summarize(10)  # the miss that fills the cache
+        hits = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            summarize(10)
+            hits.append(time.perf_counter() - start)
+
+        @store.step(name="bench.miss")
+        def noop(i: int) -> int:
+            return i
+
+        misses, bare = [], []
+        for i in range(calls):
+            start = time.perf_counter()
+            noop(i)
+            misses.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            noop.fn(i)
+            bare.append(time.perf_counter() - start)
+    remove(store_dir)
+    hit, hit_lo, hit_hi = _ms(hits)
+    overhead = [m - b for m, b in zip(misses, bare, strict=True)]
+    miss, miss_lo, miss_hi = _ms(overhead)
+    return [
+        Row("step cache hit, small output", hit, "ms", hit_lo, hit_hi, "", None, None, "<= 2 ms", hit <= 2),
+        Row("step miss: store overhead (no-op body)", miss, "ms", miss_lo, miss_hi, "", None, None, "<= 5 ms",
+            miss <= 5),
+    ]  # fmt: skip
+
+
+def lineage_in_big_store(work: Path, size: int, repeats: int) -> list[Row]:
+    """Lineage of a depth-10 chain in a store holding many other runs."""
+    total = 100_000 if repeats > 2 else 2_000
+    store_dir = work / "store"
+    remove(store_dir)
+    with cas.open(store_dir) as store:
+        previous = store.put(b"seed data", "chain")
+        for depth in range(10):
+            out = store.put(f"stage {depth}".encode(), "chain")
+            store.record_run(step=f"stage{depth}", inputs={"data": previous}, outputs={"data": out},
+                             params={"depth": depth})  # fmt: skip
+            previous = out
+        filler = store.put(b"unrelated", "filler")
+        start = time.perf_counter()
+        for i in range(total - 10):
+            store.record_run(step="filler", inputs={"x": filler}, params={"i": i})
+        fill_rate = (total - 10) / (time.perf_counter() - start)
+        samples = []
+        for _ in range(max(repeats, 5)):
+            start = time.perf_counter()
+            graph = store.lineage(previous, direction="up")
+            samples.append(time.perf_counter() - start)
+            assert len(graph.runs()) == 10
+    remove(store_dir)
+    value, lo, hi = _ms(samples)
+    return [
+        Row(f"lineage depth 10 among {total:,} runs", value, "ms", lo, hi, "", None, None, "<= 50 ms", value <= 50,
+            notes={"record_run per second": round(fill_rate)}),
+        Row("record_run (filling the store)", fill_rate, "op/s", fill_rate, fill_rate, "", None, None, ""),
+    ]  # fmt: skip
+
+
+WORKLOADS = {"steps": step_latency, "lineage": lineage_in_big_store}
