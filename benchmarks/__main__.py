@@ -17,7 +17,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--quick", action="store_true", help="small sizes, one minute (the CI smoke test)")
     parser.add_argument(
-        "--only", action="append", choices=sorted({**engine.WORKLOADS, **values.WORKLOADS, **runs.WORKLOADS}), help="run one workload"
+        "--only",
+        action="append",
+        choices=sorted({**engine.WORKLOADS, **values.WORKLOADS, **runs.WORKLOADS}),
+        help="run one workload",
     )
     parser.add_argument("--size", type=float, default=None, help="payload size in MiB (default 1024, quick 32)")
     parser.add_argument("--repeats", type=int, default=None, help="runs per side (default 5, quick 2)")

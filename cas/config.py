@@ -22,9 +22,12 @@ class StoreConfig:
     chunking: ChunkParams = field(default_factory=ChunkParams)
     compression_level: int = 1
     allow_pickle: bool = False
+    #: gc keeps unreachable objects younger than this (seconds): see cas.gc.
+    gc_grace: float = 3600.0
 
     def to_bytes(self) -> bytes:
         value = {
+            "gc_grace": self.gc_grace,
             "allow_pickle": self.allow_pickle,
             "format": self.format,
             "chunking": self.chunking.to_config(),
@@ -46,6 +49,7 @@ class StoreConfig:
                 ChunkParams.from_config(value["chunking"]),
                 int(value.get("compression_level", 1)),
                 bool(value.get("allow_pickle", False)),
+                float(value.get("gc_grace", 3600.0)),
             )
         except CorruptObjectError:
             raise

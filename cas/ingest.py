@@ -114,6 +114,7 @@ class ChunkIngest:
         self._objects = objects
         self._params = params
         self._claimed: set[bytes] = set()
+        self._reused: set[bytes] = set()  # stored before: freshened at the end
         self._claim_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_inflight)
         self._futures: list[Future[ChunkRefs]] = []
@@ -174,6 +175,8 @@ class ChunkIngest:
     # -- the work of one batch (pool thread) ---------------------------------
     def _claim(self, d: bytes) -> bool:
         if self._objects.knows_chunk(d):
+            with self._claim_lock:
+                self._reused.add(d)
             return False
         with self._claim_lock:
             if d in self._claimed:
@@ -229,3 +232,4 @@ class ChunkIngest:
             for builder in self._builders:
                 builder.abort()
             raise error
+        self._objects.freshen_chunks(self._reused)

@@ -355,3 +355,23 @@ class RefRecord:
             number=number,
             label=label,
         )
+
+
+def kind_of(raw: bytes | bytearray | memoryview) -> str:
+    """The ``type`` of an object's raw bytes, or "blob" for bytes that are not a typed object."""
+    try:
+        value = canonical.decode(raw)
+    except CorruptObjectError:
+        return "blob"
+    kind = value.get("type") if isinstance(value, dict) else None
+    return kind if isinstance(kind, str) else "blob"
+
+
+def kind_of_stored(data: bytes | bytearray | memoryview) -> str:
+    """``kind_of`` for a stored object (header + payload); "corrupt" if it does not decode."""
+    from cas import codec
+
+    try:
+        return kind_of(codec.decode(data))
+    except CorruptObjectError:
+        return "corrupt"

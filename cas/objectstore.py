@@ -175,18 +175,26 @@ class ObjectStore:
         return self.locate(d) is not None
 
     def refresh_index(self) -> None:
-        """Load the indexes of packs written since the last look (by any process)."""
+        """Load the indexes of packs written since the last look (by any process).
+
+        Packs whose index has gone (gc repacked or removed them) are forgotten.
+        """
         with _backend_errors("index/"):
             keys = list(self.backend.list("index/"))
-        new = []
+        present = set()
         for key in keys:
-            name = key.rsplit("/", 1)[-1]
             try:
-                pack_id = bytes.fromhex(name)
+                pack_id = bytes.fromhex(key.rsplit("/", 1)[-1])
             except ValueError:
                 continue
-            if len(pack_id) == 32 and pack_id not in self._loaded_indexes:
-                new.append(pack_id)
+            if len(pack_id) == 32:
+                present.add(pack_id)
+        gone = self._loaded_indexes - present
+        if gone:
+            with self._index_lock:
+                self._index = {d: loc for d, loc in self._index.items() if loc.pack not in gone}
+                self._loaded_indexes -= gone
+        new = sorted(present - self._loaded_indexes)
         for pack_id, index in zip(new, self.executor.map(self._try_pack_index, new), strict=True):
             if isinstance(index, PackIndex):
                 self.register_pack(pack_id, index)
@@ -238,6 +246,40 @@ class ObjectStore:
             for entry in index.entries:
                 self._index.setdefault(entry.digest, ChunkLocation(pack_id, entry))
             self._loaded_indexes.add(pack_id)
+
+    def forget_pack(self, pack_id: bytes) -> None:
+        """Drop a pack from the in-memory index (gc removed it)."""
+        with self._index_lock:
+            self._index = {d: loc for d, loc in self._index.items() if loc.pack != pack_id}
+            self._loaded_indexes.discard(pack_id)
+
+    def pack_entries(self) -> dict[bytes, list[PackEntry]]:
+        """Every loaded pack's entries, by pack id (from the indexes, first location wins)."""
+        self.ensure_index()
+        packs: dict[bytes, list[PackEntry]] = {p: [] for p in self._loaded_indexes}
+        for pack_id in list(self._loaded_indexes):
+            packs[pack_id] = list(self.read_pack_index(pack_id).entries)
+        return packs
+
+    def freshen_chunks(self, digests: set[bytes]) -> None:
+        """Refresh the timestamps of the packs (and loose objects) holding these chunks.
+
+        A writer that reuses stored chunks calls this before writing what refers
+        to them, so gc's grace period covers them as if they had just been written.
+        """
+        packs = set()
+        for d in digests:
+            loc = self._index.get(d)
+            if loc is not None:
+                packs.add(loc.pack)
+            elif self.has_object(d):
+                self.backend.touch(object_key(d))
+        for pack_id in packs:
+            try:
+                with _backend_errors(pack_key(pack_id)):
+                    self.backend.touch(pack_key(pack_id))
+            except FileNotFoundError:
+                pass  # removed meanwhile: the reader that needs it refreshes the index
 
     def write_pack_index(self, pack_id: bytes, index_bytes: bytes) -> None:
         header, payload = codec.encode(index_bytes, compress=True, level=self.compression_level)

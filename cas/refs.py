@@ -5,6 +5,7 @@ Layout::
     refs/<name>/@v/<n>          version n of a name (1, 2, 3...), created exclusively
     refs/<name>/@label/<label>  an explicit version label ("v1.0"), created exclusively
     refs/<name>/@tag/<tag>      a tag; moving it is an overwrite
+    refs/<name>/@gone/<n>       empty: version n was deleted; its number is never reused
     names/<artifact>/<name>/@v/<n>  empty: which versions point at an artifact
 
 Names may contain ``/`` (``team/model``) but never ``@``, so the ``@``
@@ -134,7 +135,9 @@ class RefStore:
             return None
 
     def version_numbers(self, name: str) -> list[int]:
-        folder = f"refs/{name}/@v/"
+        return self._numbers_in(f"refs/{name}/@v/")
+
+    def _numbers_in(self, folder: str) -> list[int]:
         numbers = []
         for key in self.backend.list(folder):
             tail = key[len(folder) :]
@@ -170,8 +173,8 @@ class RefStore:
         raise RefExistsError(f"could not allocate a version of {name!r}")
 
     def _first_free(self, name: str) -> int:
-        numbers = self.version_numbers(name)
-        return (numbers[-1] if numbers else 0) + 1
+        numbers = self.version_numbers(name) + self._numbers_in(f"refs/{name}/@gone/")
+        return max(numbers, default=0) + 1
 
     def set_tag(self, name: str, tag: str, record: RefRecord) -> None:
         check_label(tag, "tag")
@@ -193,6 +196,75 @@ class RefStore:
         if record is None:
             raise RefNotFoundError(f"no artifact {name}@{selector}" if selector else f"no artifact named {name!r}")
         return record
+
+    def delete_version(self, name: str, number: int) -> list[str]:
+        """Remove version ``number`` of ``name``, its label and the tags on it; return what went."""
+        record = self._read(f"refs/{name}/@v/{number}")
+        if record is None:
+            raise RefNotFoundError(f"no artifact {name}@{number}")
+        removed = [f"{name}@{number}"]
+        if record.label is not None:
+            label = self._read(f"refs/{name}/@label/{record.label}")
+            if label is not None and label.number in (number, None) and label.target == record.target:
+                self._delete(f"refs/{name}/@label/{record.label}")
+                removed.append(f"{name}@{record.label}")
+        for tag, tag_record in self.tags(name).items():
+            if tag_record.number == number:
+                self._delete(f"refs/{name}/@tag/{tag}")
+                removed.append(f"{name}@{tag}")
+        self._delete(f"names/{record.target.hex()}/{name}/@v/{number}")
+        # A tombstone keeps the number from being handed out again.
+        self.backend.write(f"refs/{name}/@gone/{number}", b"")
+        self._delete(f"refs/{name}/@v/{number}")  # last: until now the version still resolves
+        return removed
+
+    def delete_tag(self, name: str, tag: str) -> None:
+        try:
+            self.backend.delete(f"refs/{name}/@tag/{tag}")
+        except FileNotFoundError:
+            raise RefNotFoundError(f"no tag {name}@{tag}") from None
+
+    def delete_label(self, name: str, label: str) -> None:
+        self._delete(f"refs/{name}/@label/{label}")
+
+    def tags(self, name: str) -> dict[str, RefRecord]:
+        folder = f"refs/{name}/@tag/"
+        found = {}
+        for key in self.backend.list(folder):
+            tag = key[len(folder) :]
+            record = self._read(key)
+            if record is not None and "/" not in tag:
+                found[tag] = record
+        return found
+
+    def labels(self, name: str) -> dict[str, RefRecord]:
+        folder = f"refs/{name}/@label/"
+        found = {}
+        for key in self.backend.list(folder):
+            record = self._read(key)
+            if record is not None and "/" not in key[len(folder) :]:
+                found[key[len(folder) :]] = record
+        return found
+
+    def _delete(self, key: str) -> None:
+        try:
+            self.backend.delete(key)
+        except FileNotFoundError:
+            pass
+
+    def all_records(self) -> Iterator[tuple[str, RefRecord | CorruptObjectError]]:
+        """Every ref file with its record (or why it can not be read): the roots of gc."""
+        for key in self.backend.list("refs/"):
+            if "/@gone/" in key:
+                continue
+            try:
+                record = _decode(self.backend.read(key), key)
+            except FileNotFoundError:
+                continue
+            except CorruptObjectError as exc:
+                yield key, exc
+                continue
+            yield key, record
 
     def names_of(self, target: bytes) -> list[str]:
         """``name@n`` of every version pointing at ``target`` (from the reverse index)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,11 +175,24 @@ def _wait(futures: list[Future[None]]) -> None:
         raise error
 
 
+def _retrying(objects: ObjectStore, work: Callable[[], None]) -> None:
+    """Run ``work``; if a pack vanished under it (gc repacked it), reload the index and run it again."""
+    try:
+        work()
+    except ObjectNotFoundError:
+        objects.refresh_index()
+        work()
+
+
 def read_into(objects: ObjectStore, entry: FileEntry, dest: memoryview) -> None:
     """Fill ``dest`` (exactly ``entry.size`` bytes) with the file's verified bytes."""
     if entry.data is not None:
         dest[:] = entry.data
         return
+    _retrying(objects, lambda: _read_into(objects, entry, dest))
+
+
+def _read_into(objects: ObjectStore, entry: FileEntry, dest: memoryview) -> None:
     planned = _plan(objects, entry)
     futures = [
         objects.executor.submit(_read_span, objects, span, dest[span[0].offset :], span[0].offset)
@@ -193,7 +207,11 @@ def read_bytes(objects: ObjectStore, entry: FileEntry) -> bytes:
         return entry.data
     if len(entry.chunks) == 1:
         d, size = entry.chunks[0]
-        return objects.read_chunk(d, size)
+        try:
+            return objects.read_chunk(d, size)
+        except ObjectNotFoundError:
+            objects.refresh_index()
+            return objects.read_chunk(d, size)
     return filled_bytes(entry.size, lambda view: read_into(objects, entry, view))
 
 
@@ -205,7 +223,7 @@ def restore_file(objects: ObjectStore, entry: FileEntry, path: Path, *, durable:
         if entry.data is not None:
             os.write(fd, entry.data)
         elif entry.chunks:
-            _restore_chunks(objects, entry, fd)
+            _retrying(objects, lambda: _restore_chunks(objects, entry, fd))
         if durable:
             os.fsync(fd)
         os.close(fd)

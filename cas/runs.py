@@ -193,13 +193,14 @@ class RunIndex:
 
     def cached(self, cache_key: bytes) -> bytes | None:
         """The run hash last recorded for a cache key, if any (not yet checked for completeness)."""
-        key = self._cache_key(cache_key)
+        return self.cached_at(self._cache_key(cache_key))  # a damaged entry only costs a rerun
+
+    def cached_at(self, key: str) -> bytes | None:
+        """The run hash in the cache entry file ``key`` (None if unreadable)."""
         try:
             raw = _unrecord(self.backend.read(key), key)
-        except FileNotFoundError:
+        except (FileNotFoundError, CorruptObjectError):
             return None
-        except CorruptObjectError:
-            return None  # a damaged cache entry only costs a rerun
         return raw if len(raw) == 32 else None
 
     def forget_cache(self, cache_key: bytes) -> None:
@@ -236,6 +237,20 @@ class RunIndex:
                 continue
             if len(raw) == 32:
                 yield raw
+
+    def remove(self, run: Run) -> None:
+        """Take a run out of every index (its object stays until gc)."""
+        run_hex = to_hex(run.hash)
+        keys = [f"runlog/{_day(run.ended)}/{int(run.ended * 1e6):020d}-{run_hex}"]
+        keys += [f"consumed/{to_hex(a)}/{run_hex}" for a in set(run.inputs.values())]
+        keys += [f"produced/{to_hex(a)}/{run_hex}" for a in set(run.outputs.values())]
+        if self.cached(run.cache_key) == run.hash:
+            keys.append(self._cache_key(run.cache_key))
+        for key in keys:
+            try:
+                self.backend.delete(key)
+            except FileNotFoundError:
+                pass
 
     def clear(self) -> None:
         for folder in ("runlog/", "cache/", "produced/", "consumed/"):

@@ -1,0 +1,153 @@
+"""fsck: verify every stored byte, and that everything the roots need is there."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from cas import codec
+from cas.errors import CasError
+from cas.gc import key_hash, mark, rewrite_pack
+from cas.hashing import short
+from cas.objects import PackEntry, kind_of
+from cas.objectstore import PACK_TRAILER_MAGIC, check_entry_header, pack_key
+from cas.progress import Progress
+
+if TYPE_CHECKING:
+    from cas.store import Store
+
+
+@dataclass
+class FsckReport:
+    """What fsck checked and found."""
+
+    checked: Counter[str] = field(default_factory=Counter)
+    bytes_checked: int = 0
+    corrupt: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    dangling: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.corrupt and not self.missing
+
+    def __str__(self) -> str:
+        counts = ", ".join(f"{n} {kind}" for kind, n in sorted(self.checked.items()))
+        lines = [f"fsck checked {counts} ({self.bytes_checked:,} bytes): {'ok' if self.ok else 'PROBLEMS'}"]
+        lines += [f"  corrupt: {item}" for item in self.corrupt]
+        lines += [f"  missing: {item}" for item in self.missing]
+        lines += [f"  repaired: {item}" for item in self.repaired]
+        if self.dangling:
+            lines.append(
+                f"  {len(self.dangling)} dangling (unreachable) objects: gc removes them after the grace period"
+            )
+        return "\n".join(lines)
+
+
+def _check_loose(store: Store, key: str) -> tuple[str, str | None, int]:
+    """(kind, problem, size) of one loose object."""
+    h = key_hash(key)
+    try:
+        data = store.backend.read(key)
+    except FileNotFoundError:
+        return "gone", None, 0
+    if h is None:
+        return "stray", f"{key}: not an object name", len(data)
+    try:
+        raw = codec.decode(data, key=key)
+        codec.verify(raw, h, key=f"object {short(h)}")
+    except CasError as exc:
+        return "corrupt", str(exc), len(data)
+    return kind_of(raw), None, len(data)
+
+
+def _check_pack(store: Store, pack_id: bytes) -> tuple[list[PackEntry], list[PackEntry], list[str], int]:
+    """(good entries, bad entries, problems, bytes) of one pack, read whole and verified."""
+    key = pack_key(pack_id)
+    try:
+        index = store.objects.read_pack_index(pack_id)
+    except CasError as exc:
+        return [], [], [f"pack {short(pack_id)}: its index can not be read ({exc})"], 0
+    try:
+        data = memoryview(store.backend.read(key))
+    except FileNotFoundError:
+        return [], list(index.entries), [f"pack {short(pack_id)} is missing"], 0
+    problems = []
+    trailer_len = int.from_bytes(data[-12:-8], "little") if len(data) >= 12 else -1
+    if (
+        bytes(data[-8:]) != PACK_TRAILER_MAGIC
+        or trailer_len != len(index.to_bytes())
+        or (bytes(data[len(data) - 12 - trailer_len : -12]) != index.to_bytes())
+    ):
+        problems.append(f"pack {short(pack_id)}: its trailer does not match its index")
+    good, bad = [], []
+    for entry in index.entries:
+        name = f"chunk {short(entry.digest)} in pack {short(pack_id)}"
+        stored = data[entry.offset : entry.offset + entry.stored]
+        try:
+            if len(stored) != entry.stored:
+                raise CasError(f"{name}: truncated")
+            header = codec.parse_header(stored, key=name)
+            check_entry_header(header, entry, name)
+            raw = codec.decode_payload(header, stored[codec.HEADER_SIZE :], key=name)
+            codec.verify(raw, entry.digest, key=name)
+            good.append(entry)
+        except CasError as exc:
+            bad.append(entry)
+            problems.append(str(exc))
+    return good, bad, problems, len(data)
+
+
+def check(store: Store, *, repair: bool = False, progress: bool | None = None) -> FsckReport:
+    """Verify every object and pack; report corrupt, missing and dangling; optionally remove corrupt objects."""
+    report = FsckReport()
+    backend = store.backend
+    store.objects.refresh_index()
+    corrupt_loose = []
+    keys = list(backend.list("objects/"))
+    with Progress("checking objects", len(keys), enabled=progress) as bar:
+        for key, (kind, problem, size) in zip(
+            keys, store.objects.executor.map(lambda k: _check_loose(store, k), keys), strict=True
+        ):
+            bar.advance()
+            report.bytes_checked += size
+            if problem is not None:
+                report.corrupt.append(problem)
+                corrupt_loose.append(key)
+            elif kind != "gone":
+                report.checked[kind] += 1
+    pack_ids = sorted(store.objects.pack_ids())
+    damaged: dict[bytes, list[PackEntry]] = {}
+    with Progress("checking packs", len(pack_ids), enabled=progress) as bar:
+        for pack_id, (good, bad, problems, size) in zip(
+            pack_ids, store.objects.executor.map(lambda p: _check_pack(store, p), pack_ids), strict=True
+        ):
+            bar.advance()
+            report.bytes_checked += size
+            report.checked["pack"] += 1
+            report.checked["chunk"] += len(good)
+            report.corrupt += problems
+            if bad:
+                damaged[pack_id] = good
+    for pack_id, why in store.objects.unreadable.items():
+        report.corrupt.append(f"pack {short(pack_id)}: {why}")
+    if repair:
+        for key in corrupt_loose:
+            backend.delete(key)
+            report.repaired.append(f"removed corrupt {key}")
+        for pack_id, good in damaged.items():
+            new_id = rewrite_pack(store, pack_id, good)
+            report.repaired.append(f"rewrote pack {short(pack_id)} as {short(new_id)} without its corrupt chunks")
+        store.objects.refresh_index()
+    marks = mark(store, strict=False, progress=progress)
+    report.missing += marks.missing
+    for d in sorted(marks.chunks):
+        if not (store.objects.knows_chunk(d) or store.objects.has_object(d)):
+            report.missing.append(f"chunk {short(d)}")
+    for key in keys:
+        h = key_hash(key)
+        if h is not None and h not in marks.objects and h not in marks.chunks and backend.exists(key):
+            report.dangling.append(short(h))
+    return report
