@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import engine, runs, values
+from benchmarks import engine, maintenance, runs, values
 from benchmarks.harness import peak_rss_mib, print_table
 
 
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=sorted({**engine.WORKLOADS, **values.WORKLOADS, **runs.WORKLOADS}),
+        choices=sorted({**engine.WORKLOADS, **values.WORKLOADS, **runs.WORKLOADS, **maintenance.WORKLOADS}),
         help="run one workload",
     )
     parser.add_argument("--size", type=float, default=None, help="payload size in MiB (default 1024, quick 32)")
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     size = int((args.size or (32 if args.quick else 1024)) * (1 << 20))
     repeats = args.repeats or (2 if args.quick else 5)
-    names = args.only or [*engine.WORKLOADS, *values.WORKLOADS, *runs.WORKLOADS]
+    names = args.only or [*engine.WORKLOADS, *values.WORKLOADS, *runs.WORKLOADS, *maintenance.WORKLOADS]
     started = time.time()
     rows = engine.run(names, size, repeats)
     print_table(rows)

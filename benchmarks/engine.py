@@ -238,9 +238,9 @@ WORKLOADS = {
 
 
 def run(names: list[str], size: int, repeats: int) -> list[Row]:
-    from benchmarks import runs, values
+    from benchmarks import maintenance, runs, values
 
-    workloads = {**WORKLOADS, **values.WORKLOADS, **runs.WORKLOADS}
+    workloads = {**WORKLOADS, **values.WORKLOADS, **runs.WORKLOADS, **maintenance.WORKLOADS}
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="cas-bench-", dir=os.environ.get("CAS_BENCH_DIR")) as tmp:
         for name in names:

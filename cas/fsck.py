@@ -63,41 +63,49 @@ def _check_loose(store: Store, key: str) -> tuple[str, str | None, int]:
     return kind_of(raw), None, len(data)
 
 
+_WINDOW = 8 << 20
+
+
 def _check_pack(store: Store, pack_id: bytes) -> tuple[list[PackEntry], list[PackEntry], list[str], int]:
-    """(good entries, bad entries, problems, bytes) of one pack, read whole and verified."""
+    """(good entries, bad entries, problems, bytes) of one pack, read in order in windows and verified."""
     key = pack_key(pack_id)
     try:
         index = store.objects.read_pack_index(pack_id)
+        size = store.backend.size(key)
+    except FileNotFoundError:
+        return [], [], [f"pack {short(pack_id)} is missing"], 0
     except CasError as exc:
         return [], [], [f"pack {short(pack_id)}: its index can not be read ({exc})"], 0
-    try:
-        data = memoryview(store.backend.read(key))
-    except FileNotFoundError:
-        return [], list(index.entries), [f"pack {short(pack_id)} is missing"], 0
     problems = []
-    trailer_len = int.from_bytes(data[-12:-8], "little") if len(data) >= 12 else -1
-    if (
-        bytes(data[-8:]) != PACK_TRAILER_MAGIC
-        or trailer_len != len(index.to_bytes())
-        or (bytes(data[len(data) - 12 - trailer_len : -12]) != index.to_bytes())
-    ):
+    index_bytes = index.to_bytes()
+    tail = store.backend.read_range(key, max(0, size - 12 - len(index_bytes)), 12 + len(index_bytes))
+    if tail != index_bytes + len(index_bytes).to_bytes(4, "little") + PACK_TRAILER_MAGIC:
         problems.append(f"pack {short(pack_id)}: its trailer does not match its index")
     good, bad = [], []
-    for entry in index.entries:
-        name = f"chunk {short(entry.digest)} in pack {short(pack_id)}"
-        stored = data[entry.offset : entry.offset + entry.stored]
-        try:
-            if len(stored) != entry.stored:
-                raise CasError(f"{name}: truncated")
-            header = codec.parse_header(stored, key=name)
-            check_entry_header(header, entry, name)
-            raw = codec.decode_payload(header, stored[codec.HEADER_SIZE :], key=name)
-            codec.verify(raw, entry.digest, key=name)
-            good.append(entry)
-        except CasError as exc:
-            bad.append(entry)
-            problems.append(str(exc))
-    return good, bad, problems, len(data)
+    entries = list(index.entries)
+    i = 0
+    while i < len(entries):
+        j = i + 1  # a window of consecutive entries
+        while j < len(entries) and entries[j].offset + entries[j].stored - entries[i].offset <= _WINDOW:
+            j += 1
+        start = entries[i].offset
+        window = memoryview(store.backend.read_range(key, start, entries[j - 1].offset + entries[j - 1].stored - start))
+        for entry in entries[i:j]:
+            name = f"chunk {short(entry.digest)} in pack {short(pack_id)}"
+            stored = window[entry.offset - start : entry.offset - start + entry.stored]
+            try:
+                if len(stored) != entry.stored:
+                    raise CasError(f"{name}: truncated")
+                header = codec.parse_header(stored, key=name)
+                check_entry_header(header, entry, name)
+                raw = codec.decode_payload(header, stored[codec.HEADER_SIZE :], key=name)
+                codec.verify(raw, entry.digest, key=name)
+                good.append(entry)
+            except CasError as exc:
+                bad.append(entry)
+                problems.append(str(exc))
+        i = j
+    return good, bad, problems, size
 
 
 def check(store: Store, *, repair: bool = False, progress: bool | None = None) -> FsckReport:
