@@ -104,6 +104,7 @@ class LocalBackend(Backend):
     def rename_into_place(self, tmp: str, key: str) -> None:
         path = self._path(key)
         self._ensure_parent(path)
+        self._forget_fd(key)  # an open descriptor would keep reading the replaced file
         try:
             os.replace(tmp, path)
         except BaseException:
