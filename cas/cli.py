@@ -1,53 +1,334 @@
-"""The ``cas`` command line (more commands arrive with the CLI issue)."""
+"""The ``cas`` command line: git-like commands over a store (the only module using click and rich)."""
 
 from __future__ import annotations
 
-import argparse
+import json
+import re
 import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
 
 import cas
+from cas.hashing import short
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cas", description="A content-addressed artifact store.")
-    parser.add_argument("--version", action="version", version=f"cas {cas.__version__}")
-    parser.add_argument("--store", help="store URL or path (default: $CAS_STORE, else the nearest .cas)")
-    sub = parser.add_subparsers(dest="command")
-    init = sub.add_parser("init", help="create a store")
-    init.add_argument("url", nargs="?", default=None)
-    put = sub.add_parser("put", help="store a file or folder")
-    put.add_argument("path")
-    put.add_argument("--name")
-    get = sub.add_parser("get", help="restore an artifact's files")
-    get.add_argument("ref")
-    get.add_argument("-o", "--output", required=True)
-    sub.add_parser("demo", help="show what the store does, on a scratch store")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "init":
-            with cas.open(args.url or args.store or ".cas") as store:
-                print(f"initialized cas store at {store.url}")
-        elif args.command == "put":
-            from pathlib import Path
+def parse_duration(text: str) -> float:
+    """``90``, ``30s``, ``15m``, ``2h``, ``7d``, ``2w`` -> seconds."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a duration such as 90, 30s, 15m, 2h, 7d or 2w")
+    return float(match.group(1)) * _UNITS[match.group(2)]
 
-            with cas.open(args.store) as store:
-                ref = store.put(Path(args.path), args.name)
-                print(f"{ref} {ref.short}")
-        elif args.command == "get":
-            with cas.open(args.store, create=False) as store:
-                print(store.get(args.ref, path=args.output))
-        elif args.command == "demo":
-            from cas import demo
 
-            demo.run()
+class _Context:
+    def __init__(self, store_url: str | None, debug: bool) -> None:
+        self.store_url = store_url
+        self.debug = debug
+        self.out = Console(highlight=False, soft_wrap=True)
+        self._store: cas.Store | None = None
+
+    def store(self, *, create: bool = False) -> cas.Store:
+        if self._store is None:
+            self._store = cas.open(self.store_url, create=create) if self.store_url else _discovered(create)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+    def say(self, text: str = "") -> None:
+        self.out.print(text, markup=False)
+
+    def table(self, headers: list[str], rows: list[list[Any]]) -> None:
+        """A rich table on a terminal; tab-separated lines when piped."""
+        if self.out.is_terminal:
+            table = Table(*headers, box=None, header_style="bold")
+            for row in rows:
+                table.add_row(*(str(c) for c in row))
+            self.out.print(table)
         else:
-            parser.print_help()
-            return 2
-    except cas.CasError as exc:
-        print(f"cas: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+            click.echo("\t".join(headers))
+            for row in rows:
+                click.echo("\t".join(str(c) for c in row))
+
+
+def _discovered(create: bool) -> cas.Store:
+    from cas.store import _discover
+
+    found = _discover()
+    if found is None and not create:
+        raise cas.StoreNotFoundError("no cas store here or in any parent folder: run 'cas init' or pass --store")
+    return cas.open(found, create=True)
+
+
+class _Group(click.Group):
+    """Turns cas errors into one line on stderr and exit status 1 (``--debug`` shows the traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except cas.CasError as exc:
+            state = ctx.obj
+            if state is not None and state.debug:
+                raise
+            click.echo(f"cas: error: {exc}", err=True)
+            ctx.exit(1)
+        finally:
+            if ctx.obj is not None:
+                ctx.obj.close()
+
+
+pass_state = click.make_pass_decorator(_Context)
+
+
+@click.group(cls=_Group)
+@click.option("--store", "store_url", envvar="CAS_STORE", metavar="URL", help="Store URL or path (env CAS_STORE).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(cas.__version__, prog_name="cas")
+@click.pass_context
+def main(ctx: click.Context, store_url: str | None, debug: bool) -> None:
+    """A content-addressed artifact store with a git-like model."""
+    ctx.obj = _Context(store_url, debug)
+
+
+def _dump(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@main.command()
+@click.argument("url", required=False)
+@pass_state
+def init(state: _Context, url: str | None) -> None:
+    """Create a store (default: ./.cas)."""
+    with cas.open(url or state.store_url or ".cas") as store:
+        state.say(f"Initialized cas store in {store.url}")
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--name", "-n", help="Name to record a new version under.")
+@click.option("--version", "label", help="An explicit version label, e.g. v1.0.")
+@click.option("--tag", "-t", "tags", multiple=True, help="Tag the new version (repeatable).")
+@pass_state
+def put(state: _Context, path: Path, name: str | None, label: str | None, tags: tuple[str, ...]) -> None:
+    """Store a file or a folder."""
+    store = state.store(create=True)
+    start = time.perf_counter()
+    ref = store.put(path, name, version=label, tags=tags)
+    info = store.info(ref)
+    took = time.perf_counter() - start
+    state.say(f"{ref} {ref.short}  {info.size:,} bytes, {len(info.files)} files ({took:.2f} s)")
+
+
+@main.command()
+@click.argument("ref")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Where to write (file or folder).")
+@pass_state
+def get(state: _Context, ref: str, output: Path | None) -> None:
+    """Write an artifact's files (to stdout for a single non-file artifact without -o)."""
+    store = state.store()
+    info = store.info(ref)
+    if output is None:
+        if info.materializer == "cas.path":
+            output = Path(str(info.metadata.get("name") or info.ref.short))
+        elif len(info.files) == 1:
+            sys.stdout.buffer.write(store.reader(info.ref).read_bytes(info.files[0].path))
+            return
+        else:
+            raise click.UsageError("this artifact has several files: pass -o FOLDER")
+    written = store.get(ref, path=output)
+    state.say(f"{info.ref.short} -> {written}")
+
+
+@main.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def show(state: _Context, ref: str, as_json: bool) -> None:
+    """Type, metadata, sizes, chunks and producing run of an artifact."""
+    store = state.store()
+    info = store.info(ref)
+    producer = store.producer(info.ref)
+    if as_json:
+        data = asdict(info)
+        data["producer"] = producer.id if producer else None
+        _dump(data)
+        return
+    state.say(f"artifact  {info.ref.hash}")
+    if info.ref.name:
+        state.say(f"ref       {info.ref}")
+    state.say(f"type      {info.python_type} ({info.materializer} v{info.materializer_version})")
+    state.say(f"size      {info.size:,} bytes, stored in {info.stored_size:,} bytes, {info.chunks} chunks")
+    for key, value in {**info.metadata, **info.user_metadata}.items():
+        state.say(f"  {key}: {value}")
+    for f in info.files[:20]:
+        state.say(f"  {f.path}  {f.size:,} bytes")
+    if producer is not None:
+        state.say(f"made by   {producer}")
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--step", "-s", help="Only runs of this step.")
+@click.option("-n", "limit", type=int, help="At most N entries.")
+@click.option("--oneline", is_flag=True, help="One short line per entry.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def log(state: _Context, name: str | None, step: str | None, limit: int | None, oneline: bool, as_json: bool) -> None:
+    """Runs, newest first; with NAME, the versions of that artifact and their runs."""
+    store = state.store()
+    entries = store.log(name, step=step, limit=limit)
+    if as_json:
+        _dump([_log_json(e) for e in entries])
+        return
+    for e in entries:
+        if isinstance(e, cas.Run):
+            if oneline:
+                state.say(f"{e.short} {e.step} {'cache hit' if e.status == 'cached' else e.status}")
+            else:
+                state.say(str(e))
+        else:
+            state.say(f"{e.ref.short} {e.ref}" if oneline else str(e))
+
+
+def _log_json(entry: Any) -> dict[str, Any]:
+    if isinstance(entry, cas.Run):
+        return {
+            "run": entry.id, "step": entry.step, "status": entry.status, "started": entry.started,
+            "ended": entry.ended, "params": entry.params,
+            "inputs": {k: v.hex() for k, v in entry.inputs.items()},
+            "outputs": {k: v.hex() for k, v in entry.outputs.items()},
+            "cached_from": entry.cached_from.hex() if entry.cached_from else None,
+        }  # fmt: skip
+    return {"ref": str(entry.ref), "hash": entry.ref.hash, "created": entry.created,
+            "run": entry.run.id if entry.run else None}  # fmt: skip
+
+
+@main.command()
+@click.argument("ref")
+@click.option("--down", is_flag=True, help="What used it, instead of where it came from.")
+@click.option("--depth", type=int, help="At most this many runs away.")
+@click.option("--format", "fmt", type=click.Choice(["text", "dot", "mermaid", "json"]), default="text")
+@pass_state
+def lineage(state: _Context, ref: str, down: bool, depth: int | None, fmt: str) -> None:
+    """Where an artifact came from (or, with --down, what used it)."""
+    graph = state.store().lineage(ref, direction="down" if down else "up", depth=depth)
+    text = {"text": graph.to_text, "dot": graph.to_dot, "mermaid": graph.to_mermaid, "json": graph.to_json_text}
+    click.echo(text[fmt]().rstrip("\n"))
+
+
+@main.command()
+@click.argument("ref")
+@click.argument("tag_name")
+@click.option("--delete", "-d", is_flag=True, help="Remove the tag NAME@TAG instead (REF is the name).")
+@pass_state
+def tag(state: _Context, ref: str, tag_name: str, delete: bool) -> None:
+    """Point NAME@TAG at the version REF names (or remove it with --delete)."""
+    store = state.store()
+    if delete:
+        store.untag(f"{ref.partition('@')[0]}@{tag_name}")
+        state.say(f"removed tag {ref.partition('@')[0]}@{tag_name}")
+        return
+    resolved = store.tag(ref, tag_name)
+    state.say(f"{resolved.name}@{tag_name} -> {resolved} {resolved.short}")
+
+
+@main.command()
+@click.argument("refs", nargs=-1, required=True)
+@pass_state
+def rm(state: _Context, refs: tuple[str, ...]) -> None:
+    """Remove versions (NAME@N) or whole names; gc frees the bytes."""
+    store = state.store()
+    for ref in refs:
+        for removed in store.delete(ref):
+            state.say(f"removed {removed}")
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@click.option("--grace", type=parse_duration, help="Keep unreachable files younger than this (e.g. 0, 30m, 1d).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def gc(state: _Context, dry_run: bool, grace: float | None, as_json: bool) -> None:
+    """Remove what no ref and no logged run reaches (after the grace period)."""
+    report = state.store().gc(dry_run=dry_run, grace=grace, progress=None if not as_json else False)
+    if as_json:
+        _dump({"dry_run": report.dry_run, "grace": report.grace, "removed": dict(report.removed),
+               "bytes": dict(report.freed), "repacked": report.repacked, "kept_young": report.kept_young})  # fmt: skip
+    else:
+        state.say(str(report))
+
+
+@main.command()
+@click.option("--repair", is_flag=True, help="Remove corrupt objects (never refs) and say what falls short.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def fsck(state: _Context, repair: bool, as_json: bool) -> None:
+    """Verify every stored byte and every reference; exit 1 on problems."""
+    report = state.store().fsck(repair=repair, progress=None if not as_json else False)
+    if as_json:
+        _dump({"ok": report.ok, "checked": dict(report.checked), "bytes": report.bytes_checked,
+               "corrupt": report.corrupt, "missing": report.missing, "dangling": report.dangling,
+               "repaired": report.repaired})  # fmt: skip
+    else:
+        state.say(str(report))
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def du(state: _Context, as_json: bool) -> None:
+    """Counts and sizes by kind; logical vs stored bytes; the largest names."""
+    usage = state.store().du(progress=None if not as_json else False)
+    if as_json:
+        _dump({"counts": dict(usage.counts), "sizes": dict(usage.sizes), "logical_bytes": usage.logical_bytes,
+               "unique_bytes": usage.unique_bytes, "stored_bytes": usage.stored_bytes,
+               "dedup_ratio": usage.dedup_ratio, "compression_ratio": usage.compression_ratio,
+               "largest": [{"name": n, "versions": v, "bytes": b} for n, v, b in usage.largest]})  # fmt: skip
+        return
+    state.table(["kind", "count", "bytes"], [[k, f"{usage.counts[k]:,}", f"{usage.sizes[k]:,}"]
+                                             for k in sorted(usage.counts)])  # fmt: skip
+    state.say(f"logical {usage.logical_bytes:,} B, stored {usage.stored_bytes:,} B: dedup "
+              f"{usage.dedup_ratio:.2f}x, compression {usage.compression_ratio:.2f}x")  # fmt: skip
+    if usage.largest:
+        state.table(["name", "versions", "bytes"], [[n, v, f"{b:,}"] for n, v, b in usage.largest])
+
+
+@main.command(name="ls")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def ls(state: _Context, as_json: bool) -> None:
+    """Names, with their latest version."""
+    store = state.store()
+    rows = []
+    for name in sorted(store.names()):
+        latest = store.resolve(name)
+        rows.append({"name": name, "latest": str(latest), "hash": latest.hash})
+    if as_json:
+        _dump(rows)
+    else:
+        state.table(["name", "latest", "hash"], [[r["name"], r["latest"], short(r["hash"])] for r in rows])
+
+
+@main.command()
+@pass_state
+def demo(state: _Context) -> None:
+    """Run a small ML pipeline three times: executed, cached, one parameter changed."""
+    from cas import demo as demo_module
+
+    demo_module.run(state.store(create=True), say=state.say)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -230,6 +230,10 @@ class History:
             versions.append(VersionLog(ref, record.created, producer))
         return versions
 
+    def producer(self, ref: RefLike) -> Run | None:
+        """The earliest completed run that output this artifact (None if it was put directly)."""
+        return self._producer(from_hex(self.resolve(ref).hash))
+
     def _producer(self, artifact: bytes) -> Run | None:
         runs = []
         for run_hash in self.run_index.producers(artifact):

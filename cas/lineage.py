@@ -53,6 +53,38 @@ class LineageGraph:
     def to_json_text(self) -> str:
         return json.dumps(self.to_json(), indent=2)
 
+    def to_text(self) -> str:
+        """An indented tree from the root, as ``cas lineage`` prints it."""
+        up = self.direction == "up"
+        children: dict[str, list[tuple[str, str]]] = {}
+        for e in self.edges:
+            parent, child = (e.target, e.source) if up else (e.source, e.target)
+            children.setdefault(parent, []).append((child, e.label))
+        lines: list[str] = []
+        seen: set[str] = set()
+
+        def visit(node_id: str, label: str, prefix: str, last: bool, top: bool) -> None:
+            node = self.nodes[node_id]
+            text = f"{label}: {node.label}" if label else node.label
+            if node.kind == "run":
+                text += f" [{node.attrs.get('status', '')}]"
+            else:
+                text += f"  {node_id[:12]}"
+            again = node_id in seen and node.kind == "run"
+            lines.append(
+                prefix + ("" if top else ("└─ " if last else "├─ ")) + text + (" (see above)" if again else "")
+            )
+            if again:
+                return
+            seen.add(node_id)
+            kids = sorted(children.get(node_id, []), key=lambda item: item[1])
+            inner = prefix + ("" if top else ("   " if last else "│  "))
+            for i, (child, edge_label) in enumerate(kids):
+                visit(child, edge_label if node.kind == "run" else "", inner, i == len(kids) - 1, False)
+
+        visit(self.root, "", "", True, True)
+        return "\n".join(lines)
+
     def to_dot(self) -> str:
         lines = ["digraph lineage {", "  rankdir=LR;"]
         for n in self.nodes.values():

@@ -309,6 +309,11 @@ class Store(History):
         self.provenance.remember(value, from_hex(resolved.hash))
         return value
 
+    def reader(self, ref: RefLike) -> TreeReader:
+        """The files of an artifact, to read one by one (verified), without a materializer."""
+        artifact = self._artifact(self.resolve(ref))
+        return TreeReader(self.objects, self._tree(artifact), artifact.metadata)
+
     def _export(self, artifact: Artifact, tree: Tree, target: Path) -> Path:
         reader = TreeReader(self.objects, tree)
         as_folder = artifact.metadata.get("kind") == "directory" or len(tree.entries) != 1
