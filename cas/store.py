@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -19,6 +20,7 @@ from cas import usage as usage_module
 from cas.backends import Backend, backend_for
 from cas.config import StoreConfig, load_config
 from cas.errors import (
+    BackendError,
     CorruptObjectError,
     IncompatibleArtifactError,
     InvalidMetadataError,
@@ -87,6 +89,7 @@ class ArtifactInfo:
 
 
 RefLike = str | Ref
+_CHECKED_CREATE: set[str] = set()  # backends whose create-if-absent was probed in this process
 
 
 class Store(History):
@@ -100,8 +103,12 @@ class Store(History):
         workers: int | None = None,
         allow_pickle: bool | None = None,
         trust_pickle: bool = False,
+        single_writer: bool = False,
     ) -> None:
         self.backend = backend
+        if not single_writer and backend.url not in _CHECKED_CREATE:
+            backend.check_create_if_absent()
+            _CHECKED_CREATE.add(backend.url)
         self.config: StoreConfig = load_config(backend, create=create)
         #: Store with cloudpickle what no materializer handles (``put`` may override).
         self.allow_pickle = self.config.allow_pickle if allow_pickle is None else allow_pickle
@@ -485,6 +492,7 @@ def open(  # noqa: A001  (cas.open, like io.open)
     workers: int | None = None,
     allow_pickle: bool | None = None,
     trust_pickle: bool = False,
+    single_writer: bool = False,
 ) -> Store:
     """Open (or create) a store.
 
@@ -493,15 +501,32 @@ def open(  # noqa: A001  (cas.open, like io.open)
     ``.git``), else a new ``./.cas``. Raises StoreNotFoundError when
     ``create`` is false and no store exists. ``allow_pickle`` and
     ``trust_pickle`` set the defaults of ``put`` and ``get``.
+    ``storage_options`` go to fsspec (for S3: ``key``, ``secret``,
+    ``endpoint_url``...); credentials and endpoint otherwise come from the
+    usual AWS environment variables and files, and ``CAS_STORAGE_OPTIONS``
+    (JSON) adds options when the URL comes from ``CAS_STORE``. An object
+    store must honour create-if-absent, which is checked at open; pass
+    ``single_writer=True`` to open one that does not, if only one process writes.
     """
     if url is None:
         url = os.environ.get("CAS_STORE") or _discover() or Path.cwd() / ".cas"
+        if os.environ.get("CAS_STORE") and os.environ.get("CAS_STORAGE_OPTIONS"):
+            try:
+                extra = json.loads(os.environ["CAS_STORAGE_OPTIONS"])
+            except ValueError as exc:
+                raise InvalidNameError(f"CAS_STORAGE_OPTIONS is not JSON: {exc}") from None
+            storage_options = {**extra, **(storage_options or {})}
+    try:
+        backend = backend_for(url, storage_options)
+    except ImportError as exc:
+        raise BackendError(f"{url}: {exc} (for S3: pip install 'cas-store[s3]')") from None
     return Store(
-        backend_for(url, storage_options),
+        backend,
         create=create,
         workers=workers,
         allow_pickle=allow_pickle,
         trust_pickle=trust_pickle,
+        single_writer=single_writer,
     )
 
 

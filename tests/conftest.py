@@ -1,7 +1,8 @@
-"""Shared fixtures: every backend test runs on the local disk and on ``memory://``."""
+"""Shared fixtures: every backend test runs on the local disk, on ``memory://`` and on S3 (SeaweedFS)."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,9 +11,27 @@ import fsspec
 import pytest
 
 import cas
+from benchmarks.seaweed import KEY, SECRET, SeaweedFS
 from cas.backends import Backend, FsspecBackend, LocalBackend
 
-BACKENDS = ["local", "memory"]
+BACKENDS = ["local", "memory", "s3"]
+BUCKET = "cas-tests"
+
+
+@pytest.fixture(scope="session")
+def seaweed() -> Iterator[SeaweedFS]:
+    """One SeaweedFS server for the whole run; credentials and endpoint go in the AWS variables."""
+    server = SeaweedFS()
+    server.start(bucket=BUCKET)
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")}
+    os.environ.update(AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET, AWS_ENDPOINT_URL=server.endpoint)
+    yield server
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.remove()
 
 
 def make_url(kind: str, tmp_path: Path) -> str:
@@ -20,10 +39,14 @@ def make_url(kind: str, tmp_path: Path) -> str:
         return str(tmp_path / "store")
     if kind == "memory":
         return f"memory://cas-test-{uuid.uuid4().hex}"
+    if kind == "s3":
+        return f"s3://{BUCKET}/{uuid.uuid4().hex}"
     raise ValueError(kind)
 
 
 def _cleanup(url: str) -> None:
+    if url.startswith("s3://"):
+        return  # the server's folder goes at the end of the session
     if url.startswith("memory://"):
         fs = fsspec.filesystem("memory")
         root = url[len("memory://") :]
@@ -31,8 +54,14 @@ def _cleanup(url: str) -> None:
             fs.rm(root, recursive=True)
 
 
+def _needs_server(request: pytest.FixtureRequest) -> None:
+    if request.param == "s3":
+        request.getfixturevalue("seaweed")
+
+
 @pytest.fixture(params=BACKENDS)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    _needs_server(request)
     url = make_url(request.param, tmp_path)
     yield url
     _cleanup(url)
@@ -46,6 +75,7 @@ def store(store_url: str) -> Iterator[cas.Store]:
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    _needs_server(request)
     url = make_url(request.param, tmp_path)
     b: Backend = LocalBackend(url) if request.param == "local" else FsspecBackend(url)
     yield b

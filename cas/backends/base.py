@@ -93,5 +93,8 @@ class Backend(ABC):
     def mtime(self, key: str) -> float:
         """Modification time of ``key`` as a POSIX timestamp."""
 
+    def check_create_if_absent(self) -> None:
+        """Raise BackendError if ``create`` is not really exclusive here (checked once at open)."""
+
     def close(self) -> None:
         """Release open handles."""

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
-from typing import Any
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import fsspec
 
 from cas.backends.base import Backend, Buffer, Sink
+from cas.errors import BackendError
+
+T = TypeVar("T")
 
 
 class _MemorySink(Sink):
@@ -35,74 +40,159 @@ class _MemorySink(Sink):
             self._pieces = {}
 
 
-class FsspecBackend(Backend):
-    """Keys are paths below ``root`` on an fsspec filesystem."""
+def _range_unsatisfiable(exc: BaseException) -> bool:
+    """S3's answer (HTTP 416) to a read that starts past the end of a shorter object."""
+    text = str(exc).lower()
+    return "range is not satisfiable" in text or "invalidrange" in text or "416" in text
 
-    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
-        fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+
+def _precondition_failed(exc: BaseException) -> bool:
+    """S3's answer to a create-if-absent of an existing key (HTTP 412), as s3fs reports it."""
+    text = str(exc).lower()
+    return "precondition" in text or "pre-condition" in text or "412" in text
+
+
+class FsspecBackend(Backend):
+    """Keys are paths below ``root`` on an fsspec filesystem.
+
+    Object stores answer over a network: every call is retried with
+    exponential backoff on errors other than "not found", "exists" and bad
+    requests, so a server that blinks does not fail a put.
+    """
+
+    def __init__(
+        self, url: str, storage_options: dict[str, Any] | None = None, *, retries: int = 6, backoff: float = 0.1
+    ) -> None:
+        options = dict(storage_options or {})
+        protocol = url.split("://", 1)[0]
+        if protocol in ("s3", "s3a", "gs", "gcs", "az", "abfs"):
+            # Another process may add keys at any time: never answer a listing from a cache.
+            options.setdefault("use_listings_cache", False)
+        fs, root = fsspec.core.url_to_fs(url, **options)
         self.fs = fs
         self.root = root.rstrip("/")
         self.url = url
+        self.protocol = protocol
+        self.retries = retries
+        self.backoff = backoff
         # create() must be atomic; fsspec's memory filesystem checks at open,
         # so creates from threads of this process are serialized here.
         self._create_lock = threading.Lock()
-        if "memory" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
-            self.pack_target = 16 << 20
+        self.pack_target = 16 << 20  # smaller packs: more uploads in flight
 
     def _path(self, key: str) -> str:
         if key.startswith("/") or ".." in key.split("/"):
             raise ValueError(f"bad key {key!r}")
         return f"{self.root}/{key}"
 
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call the filesystem, retrying transient failures; what still fails becomes BackendError."""
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                return fn(*args, **kwargs)
+            except (FileNotFoundError, FileExistsError, ValueError, NotImplementedError):
+                raise
+            except Exception as exc:
+                if _precondition_failed(exc) or _range_unsatisfiable(exc):
+                    raise
+                if isinstance(exc, (PermissionError, TypeError)) or attempt == self.retries:
+                    tries = f" after {attempt + 1} attempts" if attempt else ""
+                    raise BackendError(f"{self.url}: {type(exc).__name__}{tries}: {exc}") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
+
     def read(self, key: str) -> bytes:
-        return self.fs.cat_file(self._path(key))
+        return self._call(self.fs.cat_file, self._path(key))
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
-        return self.fs.cat_file(self._path(key), start=offset, end=offset + length)
+        try:
+            return self._call(self.fs.cat_file, self._path(key), start=offset, end=offset + length)
+        except OSError as exc:
+            if _range_unsatisfiable(exc):
+                return b""  # the object is shorter than the range: the caller sees a truncation
+            raise
 
     def write(self, key: str, data: Buffer) -> None:
-        self.fs.pipe_file(self._path(key), bytes(data))
+        self._call(self.fs.pipe_file, self._path(key), bytes(data))
 
     def create(self, key: str, data: Buffer) -> bool:
         path = self._path(key)
+        payload = bytes(data)
+
+        def once() -> None:
+            with self.fs.open(path, "xb") as f:
+                f.write(payload)
+
         with self._create_lock:
             try:
-                with self.fs.open(path, "xb") as f:
-                    f.write(bytes(data))
+                self._call(once)
             except FileExistsError:
                 return False
+            except OSError as exc:
+                if _precondition_failed(exc):
+                    return False
+                raise
         return True
 
     def open_sink(self) -> Sink:
         return _MemorySink(self)
 
     def exists(self, key: str) -> bool:
-        return bool(self.fs.exists(self._path(key)))
+        return bool(self._call(self.fs.exists, self._path(key)))
 
     def list(self, prefix: str) -> Iterator[str]:
         base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
         try:
-            found = self.fs.find(base)
+            found = self._call(self.fs.find, base)
         except FileNotFoundError:
             return
         head = self.root + "/"
+        below = base + "/"
         for path in found:
-            if path.startswith(head):
+            # Only keys strictly below the folder: some servers list the folder itself.
+            if path.startswith(below) and not path.endswith("/"):
                 yield path[len(head) :]
 
     def delete(self, key: str) -> None:
-        self.fs.rm_file(self._path(key))
+        path = self._path(key)
+        if self.protocol != "memory" and not self._call(self.fs.exists, path):
+            raise FileNotFoundError(path)  # object stores delete absent keys silently
+        self._call(self.fs.rm_file, path)
 
     def size(self, key: str) -> int:
-        return int(self.fs.size(self._path(key)))
+        return int(self._call(self.fs.size, self._path(key)))
 
     def touch(self, key: str) -> None:
         path = self._path(key)
+        if hasattr(self.fs, "setxattr") and self.protocol.startswith("s3"):
+            # A server-side copy onto itself with new metadata: a new timestamp, no data moved.
+            self._call(self.fs.setxattr, path, cas_freshened=str(time.time()))
+            return
         try:
             self.fs.touch(path, truncate=False)
         except (NotImplementedError, ValueError):
             # No in-place timestamp update: rewrite the (immutable) bytes.
-            self.fs.pipe_file(path, self.fs.cat_file(path))
+            self.write(key, self.read(key))
 
     def mtime(self, key: str) -> float:
-        return self.fs.modified(self._path(key)).timestamp()
+        return float(self._call(self.fs.modified, self._path(key)).timestamp())
+
+    def check_create_if_absent(self) -> None:
+        """Refuse a backend that lets a second create of a key succeed (refs would be lost)."""
+        key = f"tmp/probe-{uuid.uuid4().hex}"
+        try:
+            first = self.create(key, b"1")
+            second = self.create(key, b"2")
+        finally:
+            try:
+                self.delete(key)
+            except FileNotFoundError:
+                pass
+        if not first or second:
+            raise BackendError(
+                f"{self.url} does not honour create-if-absent (conditional writes): concurrent writers "
+                "could overwrite each other's versions. Use a server that supports If-None-Match, or open "
+                "with single_writer=True if only one process ever writes."
+            )

