@@ -9,8 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import engine, maintenance, runs, values
+from benchmarks import engine, maintenance, runs, s3, values
 from benchmarks.harness import peak_rss_mib, print_table
+
+ALL = {**engine.WORKLOADS, **values.WORKLOADS, **runs.WORKLOADS, **maintenance.WORKLOADS, **s3.WORKLOADS}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=sorted({**engine.WORKLOADS, **values.WORKLOADS, **runs.WORKLOADS, **maintenance.WORKLOADS}),
+        choices=sorted(ALL),
         help="run one workload",
     )
     parser.add_argument("--size", type=float, default=None, help="payload size in MiB (default 1024, quick 32)")
@@ -28,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     size = int((args.size or (32 if args.quick else 1024)) * (1 << 20))
     repeats = args.repeats or (2 if args.quick else 5)
-    names = args.only or [*engine.WORKLOADS, *values.WORKLOADS, *runs.WORKLOADS, *maintenance.WORKLOADS]
+    names = args.only or list(ALL)
     started = time.time()
     rows = engine.run(names, size, repeats)
     print_table(rows)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -32,6 +32,8 @@ from cas.hashing import digest, is_hex_prefix, short
 from cas.objects import ChunkMap, PackEntry, PackIndex
 
 PACK_TRAILER_MAGIC = b"CASPACK1"
+# Objects up to this size are rewritten rather than checked first where checking is a request.
+SMALL_REWRITE = 64 << 10
 
 
 def object_key(raw: bytes) -> str:
@@ -74,24 +76,75 @@ class ObjectStore:
         self._index_ready = False
         #: Packs whose index could be read neither from index/ nor from the pack.
         self.unreadable: dict[bytes, CasError] = {}
+        self._deferred: list[Future[None]] | None = None
+        self._deferred_pool: ThreadPoolExecutor | None = None
+        self._deferred_lock = threading.Lock()
 
     # -- loose objects -------------------------------------------------------
     def put_object(self, raw: Buffer, *, compress: bool | None = None) -> bytes:
-        """Store ``raw`` as a loose object and return its digest (freshening an existing one)."""
+        """Store ``raw`` as a loose object and return its digest (freshening an existing one).
+
+        Inside ``deferred()``, the write is only started; ``flush`` waits for it.
+        """
         d = digest(raw)
+        if self._deferred is not None:
+            data = bytes(raw)
+            future = self._deferred_pool.submit(self._store_object, data, d, compress)  # type: ignore[union-attr]
+            with self._deferred_lock:
+                self._deferred.append(future)
+        else:
+            self._store_object(raw, d, compress)
+        return d
+
+    def _store_object(self, raw: Buffer, d: bytes, compress: bool | None) -> None:
         key = object_key(d)
         with _backend_errors(key):
-            if self.backend.exists(key):
+            # Where asking costs as much as writing (object stores), small objects are just
+            # written again: same bytes, and the new timestamp is the freshen.
+            if (self.backend.cheap_exists or len(raw) > SMALL_REWRITE) and self.backend.exists(key):
                 self.backend.touch(key)
-                return d
+                return
             if compress is None:
                 compress = codec.worth_compressing(raw, self.compression_level)
             header, payload = codec.encode(raw, compress=compress, level=self.compression_level)
             self.backend.write(key, header + bytes(payload))
-        return d
+
+    @contextmanager
+    def deferred(self, concurrency: int = 32) -> Iterator[None]:
+        """Let loose-object writes run in the background, many at once; wait for all at the end."""
+        if self._deferred is not None:  # nested: the outer block waits
+            yield
+            return
+        self._deferred_pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="cas-write")
+        self._deferred = []
+        try:
+            yield
+            self.flush()
+        finally:
+            pending, self._deferred = self._deferred, None
+            for future in pending:
+                future.cancel()
+            self._deferred_pool.shutdown(wait=True)
+            self._deferred_pool = None
+
+    def flush(self) -> None:
+        """Wait for the writes started inside ``deferred()``; raise the first failure."""
+        if self._deferred is None:
+            return
+        with self._deferred_lock:
+            pending, self._deferred[:] = list(self._deferred), []
+        error = None
+        for future in pending:
+            exc = future.exception()
+            if exc is not None and error is None:
+                error = exc
+        if error is not None:
+            raise error
 
     def get_object(self, d: bytes) -> bytes:
         """Read and verify a loose object."""
+        if self._deferred:
+            self.flush()  # reads see every write started before them
         key = object_key(d)
         data = self._read(key, d)
         raw = codec.decode(data, key=f"object {short(d)}")

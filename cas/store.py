@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -195,6 +196,7 @@ class Store(History):
         digest = self.objects.put_object(artifact.to_bytes())
         if name is None:
             return Ref(to_hex(digest))
+        self.objects.flush()  # in a batch: a ref is written only after what it reaches
         record = self.refs.create_version(name, digest, label=version)
         for tag in tags:
             self.refs.set_tag(name, tag, record)
@@ -208,6 +210,15 @@ class Store(History):
         except BaseException:
             writer.abort()
             raise
+
+    def batch(self) -> AbstractContextManager[None]:
+        """``with store.batch():`` lets many small puts upload at once; all are stored at the end.
+
+        Unnamed puts return at once (their hash is known); a named put waits for
+        its own data before writing its ref. Leaving the block waits for every
+        write and raises the first failure.
+        """
+        return self.objects.deferred()
 
     def tag(self, ref: RefLike, tag: str) -> Ref:
         """Point ``name@tag`` at the version ``ref`` names (moving the tag if it exists)."""

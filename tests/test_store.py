@@ -319,3 +319,24 @@ def test_threads_naming_the_same_artifact_lose_no_version(store: cas.Store) -> N
     assert sorted(r.number for r in results if r.number is not None) == list(range(1, 33))
     for ref in results:
         assert store.get(f"contended@{ref.number}") == store.get(ref.hash)
+
+
+def test_batch_of_small_puts(store: cas.Store) -> None:
+    values = [{"i": i, "tags": ["x"] * (i % 3)} for i in range(60)]
+    with store.batch():
+        refs = [store.put(v) for v in values]
+        named = store.put({"named": True}, "inside")  # a ref waits for its own data
+        assert store.get(refs[0]) == values[0]  # reads see earlier writes
+    assert named.number == 1 and store.get("inside") == {"named": True}
+    assert [store.get(r) for r in refs] == values
+    assert store.fsck().ok
+
+
+def test_batch_reports_failures(store: cas.Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(key: str, data: object) -> None:
+        raise cas.BackendError("disk full")
+
+    with pytest.raises(cas.BackendError, match="disk full"):
+        with store.batch():
+            monkeypatch.setattr(store.backend, "write", broken)
+            store.put({"lost": 1})

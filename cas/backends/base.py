@@ -37,6 +37,8 @@ class Backend(ABC):
     url: str
     #: Packs are cut at about this many bytes on this backend.
     pack_target: int = 64 << 20
+    #: Whether ``exists`` costs much less than a small write (a stat, not a request).
+    cheap_exists: bool = True
 
     @abstractmethod
     def read(self, key: str) -> bytes:

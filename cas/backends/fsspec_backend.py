@@ -79,6 +79,7 @@ class FsspecBackend(Backend):
         # so creates from threads of this process are serialized here.
         self._create_lock = threading.Lock()
         self.pack_target = 16 << 20  # smaller packs: more uploads in flight
+        self.cheap_exists = protocol == "memory"
 
     def _path(self, key: str) -> str:
         if key.startswith("/") or ".." in key.split("/"):
