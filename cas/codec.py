@@ -142,3 +142,18 @@ def verify(raw: bytes | bytearray | memoryview, expected: bytes, *, key: str = "
     actual = digest(raw)
     if actual != expected:
         raise IntegrityError(f"{key}: content hashes to {short(actual)}, expected {short(expected)}", key=key)
+
+
+def seal(payload: bytes) -> bytes:
+    """A file that is not named by its hash (a ref, a cache entry): header, payload, BLAKE3 of the payload."""
+    return pack_header(CODEC_RAW, len(payload)) + payload + digest(payload)
+
+
+def unseal(data: bytes, *, key: str) -> bytes:
+    """The payload of a sealed file; CorruptObjectError if it is truncated or does not match its checksum."""
+    if len(data) < HEADER_SIZE + 32:
+        raise CorruptObjectError(f"{key}: truncated", key=key)
+    raw = bytes(decode(data[:-32], key=key))
+    if digest(raw) != data[-32:]:
+        raise CorruptObjectError(f"{key}: checksum mismatch", key=key)
+    return raw

@@ -253,7 +253,7 @@ class _Sweeper:
                 self.remove(key, "pack index")
         for key in list(backend.list("chunkmaps/")):
             try:
-                found = ChunkMap.from_bytes(codec.decode(backend.read(key)[:-32]))
+                found = ChunkMap.from_bytes(codec.unseal(backend.read(key), key=key))
                 stale = not all(d in self.marks.chunks for d, _ in found.chunks)
             except (CasError, FileNotFoundError):
                 stale = True

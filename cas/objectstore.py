@@ -187,8 +187,7 @@ class ObjectStore:
         payload = chunkmap.to_bytes()
         key = chunkmap_key(chunkmap.hash)
         with _backend_errors(key):
-            # Not content-addressed by its own bytes, so it carries a checksum.
-            self.backend.write(key, codec.pack_header(codec.CODEC_RAW, len(payload)) + payload + digest(payload))
+            self.backend.write(key, codec.seal(payload))  # not named by its own hash: sealed
 
     def read_chunkmap(self, file_hash: bytes, size: int) -> ChunkMap | None:
         """The chunk map of a file, if one exists, is intact and all its chunks are stored."""
@@ -199,11 +198,7 @@ class ObjectStore:
         except FileNotFoundError:
             return None
         try:
-            payload, check = data[:-32], data[-32:]
-            raw = codec.decode(payload, key=key)
-            if digest(raw) != check:
-                return None
-            found = ChunkMap.from_bytes(raw, key=key)
+            found = ChunkMap.from_bytes(codec.unseal(data, key=key), key=key)
         except CorruptObjectError:
             return None  # a damaged cache entry only costs a re-cut
         if found.hash != file_hash or found.size != size:

@@ -27,7 +27,6 @@ from cas.errors import (
     RefExistsError,
     RefNotFoundError,
 )
-from cas.hashing import digest
 from cas.objects import RefRecord
 
 MAX_NAME_LENGTH = 255
@@ -104,19 +103,11 @@ def parse_ref(text: str) -> RefSpec:
 
 
 def _encode(record: RefRecord) -> bytes:
-    payload = record.to_bytes()
-    # Ref files are not content-addressed, so they carry their own checksum.
-    return codec.pack_header(codec.CODEC_RAW, len(payload)) + payload + digest(payload)
+    return codec.seal(record.to_bytes())  # ref files are not content-addressed: they carry a checksum
 
 
 def _decode(data: bytes, key: str) -> RefRecord:
-    if len(data) < codec.HEADER_SIZE + 32:
-        raise CorruptObjectError(f"ref {key}: truncated", key=key)
-    payload, check = data[:-32], data[-32:]
-    raw = codec.decode(payload, key=f"ref {key}")
-    if digest(raw) != check:
-        raise CorruptObjectError(f"ref {key}: checksum mismatch", key=key)
-    return RefRecord.from_bytes(raw, key=f"ref {key}")
+    return RefRecord.from_bytes(codec.unseal(data, key=f"ref {key}"), key=f"ref {key}")
 
 
 class RefStore:

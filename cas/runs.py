@@ -24,7 +24,7 @@ from typing import Any
 from cas import canonical, codec
 from cas.backends.base import Backend
 from cas.errors import CorruptObjectError
-from cas.hashing import digest, short, to_hex
+from cas.hashing import short, to_hex
 from cas.objects import _digest_field, _fail, _field, _header
 
 STATUSES = ("completed", "failed", "cached")
@@ -151,20 +151,6 @@ def _hash_map(value: dict[str, Any], key: str) -> dict[str, bytes]:
     return {name: _digest_field(h, key) for name, h in value.items()}
 
 
-def _record(payload: bytes) -> bytes:
-    return codec.pack_header(codec.CODEC_RAW, len(payload)) + payload + digest(payload)
-
-
-def _unrecord(data: bytes, key: str) -> bytes:
-    if len(data) < codec.HEADER_SIZE + 32:
-        raise CorruptObjectError(f"{key}: truncated", key=key)
-    payload, check = data[:-32], data[-32:]
-    raw = bytes(codec.decode(payload, key=key))
-    if digest(raw) != check:
-        raise CorruptObjectError(f"{key}: checksum mismatch", key=key)
-    return raw
-
-
 def _day(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
 
@@ -184,7 +170,7 @@ class RunIndex:
         if run.status == "completed":
             for artifact in set(run.outputs.values()):
                 self.backend.write(f"produced/{to_hex(artifact)}/{run_hex}", b"")
-            self.backend.write(self._cache_key(run.cache_key), _record(run.hash))
+            self.backend.write(self._cache_key(run.cache_key), codec.seal(run.hash))
 
     @staticmethod
     def _cache_key(cache_key: bytes) -> str:
@@ -198,7 +184,7 @@ class RunIndex:
     def cached_at(self, key: str) -> bytes | None:
         """The run hash in the cache entry file ``key`` (None if unreadable)."""
         try:
-            raw = _unrecord(self.backend.read(key), key)
+            raw = codec.unseal(self.backend.read(key), key=key)
         except (FileNotFoundError, CorruptObjectError):
             return None
         return raw if len(raw) == 32 else None
