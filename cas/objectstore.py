@@ -213,6 +213,11 @@ class ObjectStore:
         if not self._index_ready:
             self.refresh_index()
 
+    def chunk_index(self) -> dict[bytes, ChunkLocation]:
+        """The chunk index (digest -> location), for lookups only; other threads may add to it."""
+        self.ensure_index()
+        return self._index
+
     def locate(self, d: bytes) -> ChunkLocation | None:
         """Where a chunk sits in a pack, or None (it may be loose, or absent)."""
         self.ensure_index()
