@@ -33,12 +33,15 @@ class SeaweedFS:
 
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="cas-seaweed-"))
+        self.process: subprocess.Popen[bytes] | None = None
+        self._pick_ports()
+
+    def _pick_ports(self) -> None:
         self.ports = {name: _free_port() for name in (
             "master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc",
             "s3", "s3.grpc", "s3.iceberg", "s3.lance", "metrics",
         )}  # fmt: skip
         self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
-        self.process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
         p = self.ports
@@ -54,7 +57,19 @@ class SeaweedFS:
             "-volume.max=100", "-master.volumeSizeLimitMB=256",
         ]  # fmt: skip
 
-    def start(self, bucket: str | None = None, timeout: float = 90) -> None:
+    def start(self, bucket: str | None = None, timeout: float = 90, attempts: int = 3) -> None:
+        """Start (or restart, on the same ports) and wait until S3 answers; new ports if the first ones clash."""
+        for attempt in range(attempts):
+            try:
+                self._start_once(bucket, timeout)
+                return
+            except RuntimeError:
+                self.stop(kill=True)
+                if attempt == attempts - 1:
+                    raise
+                self._pick_ports()  # another process may have taken a port between picking and binding
+
+    def _start_once(self, bucket: str | None, timeout: float) -> None:
         log = open(self.dir / "weed.log", "ab")
         self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + timeout

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING
 
 from cas import codec
 from cas.errors import CasError, CorruptObjectError, IntegrityError
-from cas.hashing import digest, short
-from cas.objects import Artifact, ChunkMap, PackEntry, PackIndex, Tree, kind_of_stored
-from cas.objectstore import check_entry_header, index_key, pack_key, pack_trailer
+from cas.hashing import short
+from cas.objects import Artifact, ChunkMap, PackEntry, Tree, kind_of_stored
+from cas.objectstore import check_entry_header, index_key, pack_key
 from cas.progress import Progress
 from cas.runs import Run
 
@@ -218,7 +218,12 @@ class _Sweeper:
         for pack_id, entries in packs.items():
             key = pack_key(pack_id)
             # A chunk kept in two packs (two writers at once) lives on in one of them.
-            live = [e for e in entries if e.digest in self.marks.chunks and canonical_pack.get(e.digest) == pack_id]
+            live = [
+                e
+                for e in entries
+                if (e.digest in self.marks.chunks or e.digest in self.marks.objects)
+                and canonical_pack.get(e.digest) == pack_id
+            ]
             total = sum(e.stored for e in entries)
             dead = total - sum(e.stored for e in live)
             if dead == 0 or not self.old(key):
@@ -329,15 +334,10 @@ def rewrite_pack(store: Store, pack_id: bytes, keep: list[PackEntry]) -> bytes:
             sink.pwrite(offset, [data])
             entries.append(PackEntry(entry.digest, offset, entry.stored, entry.raw_size, entry.codec))
             offset += entry.stored
-        index = PackIndex(tuple(entries))
-        index_bytes = index.to_bytes()
-        new_id = digest(index_bytes)
-        sink.pwrite(offset, [pack_trailer(index_bytes)])
     except BaseException:
         sink.abort()
         raise
-    sink.commit(pack_key(new_id))
-    store.objects.write_pack_index(new_id, index_bytes)  # the new pack and its index first...
+    new_id, index = store.objects.finish_pack(sink, entries, offset)  # the new pack and its index first...
     if new_id != pack_id:
         for key in (index_key(pack_id), old_key):  # ...then the old one goes
             try:

@@ -120,8 +120,8 @@ class History:
             data = run.to_bytes()
         except TypeError as exc:
             raise InvalidNameError(f"run fields must be plain data: {exc}") from None
-        run_hash = self.objects.put_object(data)
-        self.objects.flush()  # in a batch: the run and its outputs exist before the index names them
+        self.objects.flush()  # in a batch: what the run names is stored before the run
+        run_hash = self.objects.put_object(data, loose=True)  # runs stay loose: the index is rebuilt from them
         stored = Run.from_bytes(data, run_hash)
         self.run_index.add(stored)  # object first, then the index that finds it
         return stored

@@ -18,8 +18,8 @@ from cas import codec
 from cas.backends.base import Buffer, Sink
 from cas.chunking import ChunkParams, cut_ends, stitch
 from cas.hashing import digest
-from cas.objects import PackEntry, PackIndex
-from cas.objectstore import ObjectStore, pack_key, pack_trailer
+from cas.objects import PackEntry
+from cas.objectstore import ObjectStore
 
 BATCH_BYTES = 8 << 20
 REGION_BYTES = 16 << 20
@@ -92,18 +92,7 @@ class _PackBuilder:
         sink, self._sink = self._sink, None
         if sink is None:  # every chunk was already stored
             return
-        try:
-            entries = tuple(sorted(self._entries, key=lambda e: e.offset))
-            index = PackIndex(entries)
-            index_bytes = index.to_bytes()
-            pack_id = digest(index_bytes)
-            sink.pwrite(self._size, [pack_trailer(index_bytes)])
-        except BaseException:
-            sink.abort()
-            raise
-        # Pack first, then its index: a reader that finds the index finds the pack.
-        sink.commit(pack_key(pack_id))
-        self._objects.write_pack_index(pack_id, index_bytes)
+        pack_id, index = self._objects.finish_pack(sink, self._entries, self._size)
         self._objects.register_pack(pack_id, index)
 
 

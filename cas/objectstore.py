@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from cas import codec
-from cas.backends.base import Backend, Buffer
+from cas.backends.base import Backend, Buffer, Sink
 from cas.errors import (
     AmbiguousRefError,
     BackendError,
@@ -76,84 +76,99 @@ class ObjectStore:
         self._index_ready = False
         #: Packs whose index could be read neither from index/ nor from the pack.
         self.unreadable: dict[bytes, CasError] = {}
-        self._deferred: list[Future[None]] | None = None
-        self._deferred_pool: ThreadPoolExecutor | None = None
-        self._deferred_lock = threading.Lock()
+        self._batch: dict[bytes, tuple[bytes, bytes, int]] | None = None
+        self._batch_lock = threading.Lock()
 
     # -- loose objects -------------------------------------------------------
-    def put_object(self, raw: Buffer, *, compress: bool | None = None) -> bytes:
-        """Store ``raw`` as a loose object and return its digest (freshening an existing one).
+    def put_object(self, raw: Buffer, *, compress: bool | None = None, loose: bool = False) -> bytes:
+        """Store ``raw`` as an object and return its digest (freshening an existing loose one).
 
-        Inside ``deferred()``, the write is only started; ``flush`` waits for it.
+        Inside ``deferred()``, the object is gathered into a pack written by
+        ``flush`` (one write for many small objects), unless ``loose``.
         """
         d = digest(raw)
-        if self._deferred is not None:
-            data = bytes(raw)
-            future = self._deferred_pool.submit(self._store_object, data, d, compress)  # type: ignore[union-attr]
-            with self._deferred_lock:
-                self._deferred.append(future)
-        else:
-            self._store_object(raw, d, compress)
-        return d
-
-    def _store_object(self, raw: Buffer, d: bytes, compress: bool | None) -> None:
+        if self._batch is not None and not loose:
+            if compress is None:
+                compress = codec.worth_compressing(raw, self.compression_level)
+            header, payload = codec.encode(raw, compress=compress, level=self.compression_level)
+            with self._batch_lock:
+                if d not in self._batch:
+                    self._batch[d] = (header, bytes(payload), len(raw))
+            return d
         key = object_key(d)
         with _backend_errors(key):
             # Where asking costs as much as writing (object stores), small objects are just
             # written again: same bytes, and the new timestamp is the freshen.
             if (self.backend.cheap_exists or len(raw) > SMALL_REWRITE) and self.backend.exists(key):
                 self.backend.touch(key)
-                return
+                return d
             if compress is None:
                 compress = codec.worth_compressing(raw, self.compression_level)
             header, payload = codec.encode(raw, compress=compress, level=self.compression_level)
             self.backend.write(key, header + bytes(payload))
+        return d
 
     @contextmanager
-    def deferred(self, concurrency: int = 32) -> Iterator[None]:
-        """Let loose-object writes run in the background, many at once; wait for all at the end."""
-        if self._deferred is not None:  # nested: the outer block waits
+    def deferred(self) -> Iterator[None]:
+        """Gather the objects put inside the block into packs (written on ``flush`` and at the end)."""
+        if self._batch is not None:  # nested: the outer block writes
             yield
             return
-        self._deferred_pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="cas-write")
-        self._deferred = []
+        self._batch = {}
         try:
             yield
             self.flush()
         finally:
-            pending, self._deferred = self._deferred, None
-            for future in pending:
-                future.cancel()
-            self._deferred_pool.shutdown(wait=True)
-            self._deferred_pool = None
+            self._batch = None
 
     def flush(self) -> None:
-        """Wait for the writes started inside ``deferred()``; raise the first failure."""
-        if self._deferred is None:
+        """Write the objects gathered by ``deferred()`` as one pack, and its index."""
+        if not self._batch:
             return
-        with self._deferred_lock:
-            pending, self._deferred[:] = list(self._deferred), []
-        error = None
-        for future in pending:
-            exc = future.exception()
-            if exc is not None and error is None:
-                error = exc
-        if error is not None:
-            raise error
+        with self._batch_lock:
+            items, self._batch = self._batch, {}
+        sink = self.backend.open_sink()
+        entries = []
+        offset = 0
+        try:
+            for d, (header, payload, raw_size) in items.items():
+                sink.pwrite(offset, [header, payload])
+                entries.append(PackEntry(d, offset, len(header) + len(payload), raw_size, header[codec.CODEC_BYTE]))
+                offset += len(header) + len(payload)
+        except BaseException:
+            sink.abort()
+            raise
+        with _backend_errors("packs/"):
+            pack_id, index = self.finish_pack(sink, entries, offset)
+        self.register_pack(pack_id, index)
 
     def get_object(self, d: bytes) -> bytes:
-        """Read and verify a loose object."""
-        if self._deferred:
-            self.flush()  # reads see every write started before them
+        """Read and verify an object: loose, or (written by a batch) in a pack."""
+        if self._batch:
+            self.flush()  # reads see every object put before them
         key = object_key(d)
-        data = self._read(key, d)
+        try:
+            data = self._read(key, d)
+        except ObjectNotFoundError:
+            loc = self.locate(d)
+            if loc is None:
+                self.refresh_index()  # another process's batch may have packed it
+                loc = self.locate(d)
+            if loc is None:
+                raise
+            return self.read_packed(loc)
         raw = codec.decode(data, key=f"object {short(d)}")
         codec.verify(raw, d, key=f"object {short(d)}")
         return bytes(raw)
 
     def has_object(self, d: bytes) -> bool:
+        """Whether an object is stored loose (packed chunks and objects: ``knows_chunk``)."""
         with _backend_errors(object_key(d)):
             return self.backend.exists(object_key(d))
+
+    def has_any(self, d: bytes) -> bool:
+        """Whether an object is stored, loose or packed."""
+        return self.knows_chunk(d) or self.has_object(d)
 
     def loose_size(self, d: bytes) -> int:
         """Stored size of a loose object (header included)."""
@@ -173,13 +188,14 @@ class ObjectStore:
             raise ObjectNotFoundError(f"not a hash or hash prefix: {prefix!r}")
         folder = f"objects/{prefix[:2]}/"
         with _backend_errors(folder):
-            matches = [k for k in self.backend.list(folder) if (k[8:10] + k[11:]).startswith(prefix)]
-        if not matches:
+            found = {k[8:10] + k[11:] for k in self.backend.list(folder) if (k[8:10] + k[11:]).startswith(prefix)}
+        # Objects a batch packed are found through the index (chunks match too; callers check the kind).
+        found |= {d.hex() for d in self.chunk_index() if d.hex().startswith(prefix)}
+        if not found:
             raise ObjectNotFoundError(f"no object matches {prefix!r}")
-        if len(matches) > 1:
-            raise AmbiguousRefError(f"hash prefix {prefix!r} matches {len(matches)} objects")
-        key = matches[0]
-        return bytes.fromhex(key[8:10] + key[11:])
+        if len(found) > 1:
+            raise AmbiguousRefError(f"hash prefix {prefix!r} matches {len(found)} objects")
+        return bytes.fromhex(found.pop())
 
     # -- chunk maps ------------------------------------------------------------
     def write_chunkmap(self, chunkmap: ChunkMap) -> None:
@@ -338,6 +354,24 @@ class ObjectStore:
         header, payload = codec.encode(index_bytes, compress=True, level=self.compression_level)
         with _backend_errors(index_key(pack_id)):
             self.backend.write(index_key(pack_id), header + bytes(payload))
+
+    def finish_pack(self, sink: Sink, entries: list[PackEntry], size: int) -> tuple[bytes, PackIndex]:
+        """Write the trailer of a pack holding ``entries`` (``size`` bytes so far), commit it, then its index.
+
+        Pack first, then its index: a reader that finds the index finds the pack.
+        The caller registers the pack once it is ready to be read from.
+        """
+        try:
+            index = PackIndex(tuple(sorted(entries, key=lambda e: e.offset)))
+            index_bytes = index.to_bytes()
+            pack_id = digest(index_bytes)
+            sink.pwrite(size, [pack_trailer(index_bytes)])
+        except BaseException:
+            sink.abort()
+            raise
+        sink.commit(pack_key(pack_id))
+        self.write_pack_index(pack_id, index_bytes)
+        return pack_id, index
 
     def pack_ids(self) -> Iterator[bytes]:
         """Ids of the packs whose index is loaded."""

@@ -205,11 +205,12 @@ class Store(History, Maintenance):
             raise
 
     def batch(self) -> AbstractContextManager[None]:
-        """``with store.batch():`` lets many small puts upload at once; all are stored at the end.
+        """``with store.batch():`` gathers the objects of many small puts into one pack.
 
-        Unnamed puts return at once (their hash is known); a named put waits for
-        its own data before writing its ref. Leaving the block waits for every
-        write and raises the first failure.
+        One write instead of one per object: what makes thousands of small puts
+        per second possible on an object store. The pack is written before any
+        ref or run that needs it (a named put writes the pack gathered so far),
+        before a read, and when the block ends; a failure raises there.
         """
         return self.objects.deferred()
 
@@ -383,7 +384,7 @@ class Store(History, Maintenance):
         """True if ``ref`` names an artifact in this store (a bad name still raises InvalidNameError)."""
         try:
             resolved = self.resolve(ref)
-            return self.objects.has_object(from_hex(resolved.hash))
+            return self.objects.has_any(from_hex(resolved.hash))
         except (RefNotFoundError, ObjectNotFoundError):
             return False
 

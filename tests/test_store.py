@@ -333,10 +333,25 @@ def test_batch_of_small_puts(store: cas.Store) -> None:
 
 
 def test_batch_reports_failures(store: cas.Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(key: str, data: object) -> None:
+    def broken() -> object:
         raise cas.BackendError("disk full")
 
     with pytest.raises(cas.BackendError, match="disk full"):
         with store.batch():
-            monkeypatch.setattr(store.backend, "write", broken)
+            monkeypatch.setattr(store.backend, "open_sink", broken)
             store.put({"lost": 1})
+
+
+def test_batched_objects_live_in_packs_and_survive_gc(store_url: str) -> None:
+    with cas.open(store_url) as store:
+        with store.batch():
+            unnamed = [store.put({"n": i}) for i in range(20)]
+            store.put({"keep": 1}, "kept")
+        assert not any(k.startswith("objects/") for k in store.backend.list("objects/"))
+        store.gc(grace=0)  # the unnamed ones go, the named one stays
+        assert store.get("kept") == {"keep": 1}
+        assert not store.exists(unnamed[0].hash)
+    with cas.open(store_url) as fresh:  # another process finds packed objects through the index
+        ref = fresh.resolve("kept")
+        assert fresh.get(ref.hash[:10]) == {"keep": 1}
+        assert fresh.fsck().ok
