@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -44,6 +45,12 @@ class _Context:
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
+
+    def busy(self, message: str) -> Any:
+        """A spinner with ``message`` on a terminal while a long operation runs; nothing when piped."""
+        if self.out.is_terminal:
+            return Console(stderr=True).status(message)
+        return contextlib.nullcontext()
 
     def say(self, text: str = "") -> None:
         self.out.print(text, markup=False)
@@ -123,7 +130,8 @@ def put(state: _Context, path: Path, name: str | None, label: str | None, tags: 
     """Store a file or a folder."""
     store = state.store(create=True)
     start = time.perf_counter()
-    ref = store.put(path, name, version=label, tags=tags)
+    with state.busy(f"storing {path} (hashing, chunking, writing)"):
+        ref = store.put(path, name, version=label, tags=tags)
     info = store.info(ref)
     took = time.perf_counter() - start
     state.say(f"{ref} {ref.short}  {info.size:,} bytes, {len(info.files)} files ({took:.2f} s)")
@@ -145,7 +153,8 @@ def get(state: _Context, ref: str, output: Path | None) -> None:
             return
         else:
             raise click.UsageError("this artifact has several files: pass -o FOLDER")
-    written = store.get(ref, path=output)
+    with state.busy(f"restoring {info.ref} to {output} ({info.size:,} bytes, verifying every chunk)"):
+        written = store.get(ref, path=output)
     state.say(f"{info.ref.short} -> {written}")
 
 
