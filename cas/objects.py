@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from cas import canonical
+from cas import canonical, codec
 from cas.errors import CorruptObjectError, InvalidNameError
 from cas.hashing import DIGEST_SIZE
 
@@ -369,8 +369,6 @@ def kind_of(raw: bytes | bytearray | memoryview) -> str:
 
 def kind_of_stored(data: bytes | bytearray | memoryview) -> str:
     """``kind_of`` for a stored object (header + payload); "corrupt" if it does not decode."""
-    from cas import codec
-
     try:
         return kind_of(codec.decode(data))
     except CorruptObjectError:
