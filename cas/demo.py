@@ -100,6 +100,8 @@ def run(store: Store, say: Say = print) -> None:
         start = time.perf_counter()
         metrics, runs = pipeline(store, steps, learning_rate=rate)
         took = time.perf_counter() - start
+        if title.startswith("1.") and all(r.status == "cached" for r in runs):
+            title = "1. first run: this store has seen the demo before, so even this run is all cache hits"
         say(title)
         for r in runs:
             state = "cache hit" if r.status == "cached" else "executed"
