@@ -246,3 +246,67 @@ def run(names: list[str], size: int, repeats: int) -> list[Row]:
         for name in names:
             rows += workloads[name](Path(tmp), size, repeats)
     return rows
+
+
+def hashing(work: Path, size: int, repeats: int) -> list[Row]:
+    """cas's hashing vs the blake3 library on the same buffer: the limit for re-puts."""
+    import blake3
+
+    from cas.hashing import digest
+
+    data = _random_bytes(size, seed=9)
+    times = alternate(
+        {
+            "cas": (lambda: digest(data), None),
+            "plain": (lambda: blake3.blake3(data, max_threads=blake3.blake3.AUTO).digest(), None),
+        },
+        repeats,
+    )
+    return [throughput_row("hash (BLAKE3)", size, times["cas"], times["plain"], "blake3 library", 0.95)]
+
+
+MEMORY_PROBE = r"""
+import sys, cas, pathlib
+def hwm():
+    return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024
+def reset():
+    open("/proc/self/clear_refs", "w").write("5")
+store = cas.open(sys.argv[2])
+reset(); base = hwm(); store.put(pathlib.Path(sys.argv[1]), "big"); put = hwm() - base
+reset(); base = hwm(); store.get("big", path=sys.argv[3]); get = hwm() - base
+print(put, get)
+"""
+
+
+def memory(work: Path, size: int, repeats: int) -> list[Row]:
+    """Peak RSS growth of putting and getting a large file, in a fresh process."""
+    import subprocess
+    import sys
+
+    source = work / "big.bin"
+    block = _random_bytes(1 << 20, seed=11)
+    with open(source, "wb") as f:
+        for i in range(max(1, size >> 20)):
+            f.write(block[i % 4096 :] + block[: i % 4096])
+    puts, gets = [], []
+    for attempt in range(max(1, repeats // 2)):
+        out = subprocess.run(
+            [sys.executable, "-c", MEMORY_PROBE, str(source), str(work / f"mstore{attempt}"), str(work / "out.bin")],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        put, get = map(int, out.stdout.split())
+        puts.append(put / 2**20)
+        gets.append(get / 2**20)
+        remove(work / f"mstore{attempt}")
+    remove(source)
+    remove(work / "out.bin")
+    label = f"{size >> 20} MiB file"
+    return [
+        Row(f"peak RSS growth, put of a {label}", median(puts), "MiB", min(puts), max(puts), "", None, None,
+            "< 256 MiB", median(puts) < 256),
+        Row(f"peak RSS growth, get of a {label}", median(gets), "MiB", min(gets), max(gets), "", None, None,
+            "< 256 MiB", median(gets) < 256),
+    ]  # fmt: skip
+
+
+WORKLOADS.update({"hash": hashing, "memory": memory})

@@ -70,11 +70,11 @@ def small_values(work: Path, size: int, repeats: int, count: int = 2000) -> list
     remove(store_dir)
     remove(files)
     rows = []
-    for label, ours, ref, target in (
+    for label, ours, theirs, target in (
         ("small dict puts", put_rates, file_put_rates, 2000),
         ("small dict gets", get_rates, file_get_rates, 5000),
     ):
-        value, ref_value = median(ours), median(ref)
+        value, ref_value = median(ours), median(theirs)
         rows.append(
             Row(
                 f"{label} ({count})",

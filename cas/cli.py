@@ -330,6 +330,15 @@ def ls(state: _Context, as_json: bool) -> None:
         state.table(["name", "latest", "hash"], [[r["name"], r["latest"], short(r["hash"])] for r in rows])
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def bench(ctx: click.Context) -> None:
+    """Run the benchmarks (same as python -m benchmarks; try --quick, --only NAME, --size MIB)."""
+    from benchmarks.__main__ import main as bench_main
+
+    sys.exit(bench_main(list(ctx.args)))
+
+
 @main.command()
 @pass_state
 def demo(state: _Context) -> None:
