@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 import cas
-from benchmarks.harness import Row, alternate, median, remove, throughput_row, tree_size
+from benchmarks.harness import Row, alternate, median, put_get_rows, remove, throughput_row, tree_size
 
 
 def _random_bytes(size: int, seed: int = 0) -> bytes:
@@ -30,38 +30,11 @@ def _read_plain(path: Path) -> bytes:
 def bytes_put_get(work: Path, size: int, repeats: int) -> list[Row]:
     """put/get of incompressible bytes vs writing/reading a plain file."""
     data = _random_bytes(size)
-    plain = work / "plain.bin"
-    store_dir = work / "store"
-
-    def cas_put() -> None:
-        with cas.open(store_dir) as store:
-            store.put(data, "blob")
-
-    times = alternate(
-        {
-            "cas": (cas_put, lambda: remove(store_dir)),
-            "plain": (lambda: _write_plain(plain, data), lambda: remove(plain)),
-        },
-        repeats,
-    )
-    rows = [throughput_row("put bytes (incompressible)", size, times["cas"], times["plain"], "file write", 0.8)]
-
-    _write_plain(plain, data)
-    with cas.open(store_dir) as store:
-        store.put(data, "blob")
-        rows[0].stored_bytes = tree_size(store_dir)
-        get_times = alternate(
-            {"cas": (lambda: store.get("blob"), None), "plain": (lambda: _read_plain(plain), None)}, repeats
-        )
-        got = store.get("blob")
-        assert got == data, "get returned different bytes"
-        del got
-    rows.append(
-        throughput_row("get bytes (incompressible)", size, get_times["cas"], get_times["plain"], "file read", 0.8)
-    )
-    remove(store_dir)
-    remove(plain)
-    return rows
+    return put_get_rows(
+        work, data, size, label="bytes (incompressible)", plain_name="plain.bin",
+        save_plain=lambda p: _write_plain(p, data), load_plain=_read_plain, same=lambda got: got == data,
+        references=("file write", "file read"), repeats=repeats,
+    )  # fmt: skip
 
 
 def file_put_get(work: Path, size: int, repeats: int, *, compressible: bool = False) -> list[Row]:

@@ -95,6 +95,49 @@ def throughput_row(
     )
 
 
+def put_get_rows(
+    work: Path,
+    value: Any,
+    nbytes: int,
+    *,
+    label: str,
+    plain_name: str,
+    save_plain: Callable[[Path], Any],
+    load_plain: Callable[[Path], Any],
+    same: Callable[[Any], bool],
+    references: tuple[str, str],
+    repeats: int,
+    target: float = 0.8,
+) -> list[Row]:
+    """put vs saving a plain file, then get vs loading it, alternated, each on the same value."""
+    import cas
+
+    plain = work / plain_name
+    store_dir = work / "store"
+
+    def cas_put() -> None:
+        with cas.open(store_dir) as store:
+            store.put(value, "value")
+
+    times = alternate(
+        {"cas": (cas_put, lambda: remove(store_dir)), "plain": (lambda: save_plain(plain), lambda: remove(plain))},
+        repeats,
+    )
+    rows = [throughput_row(f"put {label}", nbytes, times["cas"], times["plain"], references[0], target)]
+    save_plain(plain)
+    with cas.open(store_dir) as store:
+        store.put(value, "value")
+        rows[0].stored_bytes = tree_size(store_dir)
+        get_times = alternate(
+            {"cas": (lambda: store.get("value"), None), "plain": (lambda: load_plain(plain), None)}, repeats
+        )
+        assert same(store.get("value")), f"get of {label} returned something else"
+    rows.append(throughput_row(f"get {label}", nbytes, get_times["cas"], get_times["plain"], references[1], target))
+    remove(store_dir)
+    remove(plain)
+    return rows
+
+
 def tree_size(path: Path) -> int:
     total = 0
     for folder, _, files in os.walk(path):

@@ -9,36 +9,17 @@ from pathlib import Path
 import numpy as np
 
 import cas
-from benchmarks.harness import Row, alternate, median, remove, throughput_row, tree_size
+from benchmarks.harness import Row, median, put_get_rows, remove
 
 
 def numpy_array(work: Path, size: int, repeats: int) -> list[Row]:
     """put/get of an incompressible float64 array vs np.save/np.load of a plain .npy file."""
     arr = np.random.default_rng(0).random(size // 8)
-    plain = work / "plain.npy"
-    store_dir = work / "store"
-
-    def cas_put() -> None:
-        with cas.open(store_dir) as store:
-            store.put(arr, "array")
-
-    times = alternate(
-        {"cas": (cas_put, lambda: remove(store_dir)), "plain": (lambda: np.save(plain, arr), lambda: remove(plain))},
-        repeats,
-    )
-    rows = [throughput_row("put float64 array", arr.nbytes, times["cas"], times["plain"], "np.save", 0.8)]
-    np.save(plain, arr)
-    with cas.open(store_dir) as store:
-        store.put(arr, "array")
-        rows[0].stored_bytes = tree_size(store_dir)
-        get_times = alternate(
-            {"cas": (lambda: store.get("array"), None), "plain": (lambda: np.load(plain), None)}, repeats
-        )
-        assert np.array_equal(store.get("array"), arr)
-    rows.append(throughput_row("get float64 array", arr.nbytes, get_times["cas"], get_times["plain"], "np.load", 0.8))
-    remove(store_dir)
-    remove(plain)
-    return rows
+    return put_get_rows(
+        work, arr, arr.nbytes, label="float64 array", plain_name="plain.npy",
+        save_plain=lambda p: np.save(p, arr), load_plain=np.load, same=lambda got: np.array_equal(got, arr),
+        references=("np.save", "np.load"), repeats=repeats,
+    )  # fmt: skip
 
 
 def small_values(work: Path, size: int, repeats: int, count: int = 2000) -> list[Row]:
