@@ -17,6 +17,7 @@ from cas.errors import (
     InvalidNameError,
     ObjectNotFoundError,
     PathRequiredError,
+    RefConflictError,
     RefExistsError,
     RefNotFoundError,
     SourceNotFoundError,
@@ -26,9 +27,12 @@ from cas.errors import (
 )
 from cas.history import VersionLog
 from cas.lineage import LineageGraph
+from cas.remotes import Remote
+from cas.remoting import clone
 from cas.runs import Run
 from cas.steps import Step, pipeline, step
 from cas.store import ArtifactInfo, FileInfo, Ref, Store, open
+from cas.sync import RefConflict, TransferReport
 from materializers import Materializer
 from materializers import registry as _registry
 
@@ -56,17 +60,22 @@ __all__ = [
     "ObjectNotFoundError",
     "PathRequiredError",
     "Ref",
+    "RefConflict",
+    "RefConflictError",
     "RefExistsError",
+    "Remote",
     "RefNotFoundError",
     "Run",
     "SourceNotFoundError",
     "Step",
     "Store",
     "StoreNotFoundError",
+    "TransferReport",
     "UnsupportedTypeError",
     "UntrustedPickleError",
     "VersionLog",
     "__version__",
+    "clone",
     "open",
     "pipeline",
     "register_materializer",

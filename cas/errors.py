@@ -11,6 +11,7 @@ same meaning, the error inherits it too, so ``except KeyError`` keeps working::
     ├── AmbiguousRefError (+ValueError)  a hash prefix matching several objects
     ├── InvalidNameError (+ValueError)   a name, version, tag or path breaking a rule
     ├── RefExistsError (+FileExistsError)  an immutable version already taken
+    │   └── RefConflictError             push/pull: a version that differs on the other side
     ├── StoreNotFoundError (+FileNotFoundError)
     ├── SourceNotFoundError (+FileNotFoundError)  a file or folder to put is missing
     ├── InvalidMetadataError (+ValueError)  metadata that is not plain data
@@ -22,6 +23,8 @@ same meaning, the error inherits it too, so ``except KeyError`` keeps working::
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class CasError(Exception):
@@ -61,6 +64,14 @@ class InvalidNameError(CasError, ValueError):
 
 class RefExistsError(CasError, FileExistsError):
     """An immutable ref (an explicit version) already exists with another target."""
+
+
+class RefConflictError(RefExistsError):
+    """A push or pull met versions, labels or tags the other store holds with other artifacts."""
+
+    def __init__(self, message: str, conflicts: Sequence[object] = ()) -> None:
+        super().__init__(message)
+        self.conflicts = list(conflicts)
 
 
 class StoreNotFoundError(CasError, FileNotFoundError):

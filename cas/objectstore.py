@@ -13,7 +13,7 @@ writes nothing and refreshes its timestamp, so gc's grace period covers it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -78,6 +78,9 @@ class ObjectStore:
         self.unreadable: dict[bytes, CasError] = {}
         self._batch: dict[bytes, tuple[bytes, bytes, int]] | None = None
         self._batch_lock = threading.Lock()
+        #: Copies objects this store lacks from elsewhere (a read-through remote): False if
+        #: there is nowhere to fetch from, ObjectNotFoundError if that place lacks them too.
+        self.fetch_missing: Callable[[list[bytes]], bool] | None = None
 
     # -- loose objects -------------------------------------------------------
     def put_object(self, raw: Buffer, *, compress: bool | None = None, loose: bool = False) -> bytes:
@@ -96,7 +99,7 @@ class ObjectStore:
                     self._batch[d] = (header, bytes(payload), len(raw))
             return d
         key = object_key(d)
-        with _backend_errors(key):
+        with backend_errors(key):
             # Where asking costs as much as writing (object stores), small objects are just
             # written again: same bytes, and the new timestamp is the freshen.
             if (self.backend.cheap_exists or len(raw) > SMALL_REWRITE) and self.backend.exists(key):
@@ -138,7 +141,7 @@ class ObjectStore:
         except BaseException:
             sink.abort()
             raise
-        with _backend_errors("packs/"):
+        with backend_errors("packs/"):
             pack_id, index = self.finish_pack(sink, entries, offset)
         self.register_pack(pack_id, index)
 
@@ -155,15 +158,27 @@ class ObjectStore:
                 self.refresh_index()  # another process's batch may have packed it
                 loc = self.locate(d)
             if loc is None:
-                raise
+                if self.fetch_missing is None or not self.fetch_missing([d]):
+                    raise
+                return self._get_fetched(d)
             return self.read_packed(loc)
         raw = codec.decode(data, key=f"object {short(d)}")
         codec.verify(raw, d, key=f"object {short(d)}")
         return bytes(raw)
 
+    def _get_fetched(self, d: bytes) -> bytes:
+        """An object just copied in by ``fetch_missing`` (loose or in a registered pack)."""
+        loc = self.locate(d)
+        if loc is not None:
+            return self.read_packed(loc)
+        key = object_key(d)
+        raw = codec.decode(self._read(key, d), key=f"object {short(d)}")
+        codec.verify(raw, d, key=f"object {short(d)}")
+        return bytes(raw)
+
     def has_object(self, d: bytes) -> bool:
         """Whether an object is stored loose (packed chunks and objects: ``knows_chunk``)."""
-        with _backend_errors(object_key(d)):
+        with backend_errors(object_key(d)):
             return self.backend.exists(object_key(d))
 
     def has_any(self, d: bytes) -> bool:
@@ -172,12 +187,12 @@ class ObjectStore:
 
     def loose_size(self, d: bytes) -> int:
         """Stored size of a loose object (header included)."""
-        with _backend_errors(object_key(d)):
+        with backend_errors(object_key(d)):
             return self.backend.size(object_key(d))
 
     def _read(self, key: str, d: bytes) -> bytes:
         try:
-            with _backend_errors(key):
+            with backend_errors(key):
                 return self.backend.read(key)
         except FileNotFoundError:
             raise ObjectNotFoundError(f"object {short(d)} not found") from None
@@ -187,7 +202,7 @@ class ObjectStore:
         if not is_hex_prefix(prefix):
             raise ObjectNotFoundError(f"not a hash or hash prefix: {prefix!r}")
         folder = f"objects/{prefix[:2]}/"
-        with _backend_errors(folder):
+        with backend_errors(folder):
             found = {k[8:10] + k[11:] for k in self.backend.list(folder) if (k[8:10] + k[11:]).startswith(prefix)}
         # Objects a batch packed are found through the index (chunks match too; callers check the kind).
         found |= {d.hex() for d in self.chunk_index() if d.hex().startswith(prefix)}
@@ -202,14 +217,14 @@ class ObjectStore:
         """Remember how a file was cut, so an identical re-put can skip cutting it."""
         payload = chunkmap.to_bytes()
         key = chunkmap_key(chunkmap.hash)
-        with _backend_errors(key):
+        with backend_errors(key):
             self.backend.write(key, codec.seal(payload))  # not named by its own hash: sealed
 
     def read_chunkmap(self, file_hash: bytes, size: int) -> ChunkMap | None:
         """The chunk map of a file, if one exists, is intact and all its chunks are stored."""
         key = chunkmap_key(file_hash)
         try:
-            with _backend_errors(key):
+            with backend_errors(key):
                 data = self.backend.read(key)
         except FileNotFoundError:
             return None
@@ -248,7 +263,7 @@ class ObjectStore:
 
         Packs whose index has gone (gc repacked or removed them) are forgotten.
         """
-        with _backend_errors("index/"):
+        with backend_errors("index/"):
             keys = list(self.backend.list("index/"))
         present = set()
         for key in keys:
@@ -293,7 +308,7 @@ class ObjectStore:
 
     def _index_from_pack(self, pack_id: bytes) -> PackIndex:
         key = pack_key(pack_id)
-        with _backend_errors(key):
+        with backend_errors(key):
             try:
                 size = self.backend.size(key)
                 tail = self.backend.read_range(key, max(0, size - 12), 12)
@@ -345,14 +360,14 @@ class ObjectStore:
                 self.backend.touch(object_key(d))
         for pack_id in packs:
             try:
-                with _backend_errors(pack_key(pack_id)):
+                with backend_errors(pack_key(pack_id)):
                     self.backend.touch(pack_key(pack_id))
             except FileNotFoundError:
                 pass  # removed meanwhile: the reader that needs it refreshes the index
 
     def write_pack_index(self, pack_id: bytes, index_bytes: bytes) -> None:
         header, payload = codec.encode(index_bytes, compress=True, level=self.compression_level)
-        with _backend_errors(index_key(pack_id)):
+        with backend_errors(index_key(pack_id)):
             self.backend.write(index_key(pack_id), header + bytes(payload))
 
     def finish_pack(self, sink: Sink, entries: list[PackEntry], size: int) -> tuple[bytes, PackIndex]:
@@ -395,7 +410,7 @@ class ObjectStore:
     def read_packed(self, loc: ChunkLocation) -> bytes:
         key = pack_key(loc.pack)
         entry = loc.entry
-        with _backend_errors(key):
+        with backend_errors(key):
             try:
                 data = self.backend.read_range(key, entry.offset, entry.stored)
             except FileNotFoundError:
@@ -422,7 +437,7 @@ def pack_trailer(index_bytes: bytes) -> bytes:
 
 
 @contextmanager
-def _backend_errors(key: str) -> Iterator[None]:
+def backend_errors(key: str) -> Iterator[None]:
     """Turn unexpected backend failures into BackendError (missing keys pass through)."""
     try:
         yield

@@ -168,8 +168,10 @@ class RefStore:
         return max(numbers, default=0) + 1
 
     def set_tag(self, name: str, tag: str, record: RefRecord) -> None:
+        """Point a tag at the version ``record``; the tag's ``created`` says when it was set."""
         check_label(tag, "tag")
-        self.backend.write(f"refs/{name}/@tag/{tag}", _encode(record))
+        moved = RefRecord(record.target, time.time(), record.number, record.label)
+        self.backend.write(f"refs/{name}/@tag/{tag}", _encode(moved))
 
     def resolve(self, spec: RefSpec) -> RefRecord:
         """The record a parsed ref names; RefNotFoundError if none."""

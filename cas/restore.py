@@ -47,6 +47,9 @@ def _plan(objects: ObjectStore, entry: FileEntry) -> list[_Planned]:
     if unplaced:  # another process may have written packs since we looked
         objects.refresh_index()
         index = objects.chunk_index()
+        absent = [planned[i].digest for i in unplaced if planned[i].digest not in index]
+        if absent and objects.fetch_missing is not None and objects.fetch_missing(absent):
+            index = objects.chunk_index()  # fetched from a read-through remote (which raises if it lacks them)
         for i in unplaced:
             p = planned[i]
             loc = index.get(p.digest)

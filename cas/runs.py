@@ -161,16 +161,30 @@ class RunIndex:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
 
-    def add(self, run: Run) -> None:
-        """Index a stored run (its object is written first)."""
+    @staticmethod
+    def log_key(run: Run) -> str:
+        """The run's ``runlog/`` key (the same in every store that holds the run)."""
+        return f"runlog/{_day(run.ended)}/{int(run.ended * 1e6):020d}-{to_hex(run.hash)}"
+
+    def add(self, run: Run, *, replace_cache: bool = True) -> None:
+        """Index a stored run (its object is written first).
+
+        The run log entry comes last, so a run that is in the log is fully
+        indexed. ``replace_cache=False`` keeps a cache entry another run of the
+        same key already holds (a copied run does not displace a local one).
+        """
         run_hex = to_hex(run.hash)
-        self.backend.write(f"runlog/{_day(run.ended)}/{int(run.ended * 1e6):020d}-{run_hex}", b"")
         for artifact in set(run.inputs.values()):
             self.backend.write(f"consumed/{to_hex(artifact)}/{run_hex}", b"")
         if run.status == "completed":
             for artifact in set(run.outputs.values()):
                 self.backend.write(f"produced/{to_hex(artifact)}/{run_hex}", b"")
-            self.backend.write(self._cache_key(run.cache_key), codec.seal(run.hash))
+            entry = codec.seal(run.hash)
+            if replace_cache:
+                self.backend.write(self._cache_key(run.cache_key), entry)
+            else:
+                self.backend.create(self._cache_key(run.cache_key), entry)
+        self.backend.write(self.log_key(run), b"")
 
     @staticmethod
     def _cache_key(cache_key: bytes) -> str:
@@ -213,6 +227,19 @@ class RunIndex:
                 found.append(raw)
         return sorted(found)
 
+    def logged(self) -> dict[bytes, str]:
+        """Every run in the log, with its key."""
+        found = {}
+        for key in self.backend.list("runlog/"):
+            _, _, run_hex = key.rsplit("/", 1)[-1].partition("-")
+            try:
+                raw = bytes.fromhex(run_hex)
+            except ValueError:
+                continue
+            if len(raw) == 32:
+                found[raw] = key
+        return found
+
     def newest(self) -> Iterator[bytes]:
         """Run hashes, newest first (by end time)."""
         for key in sorted(self.backend.list("runlog/"), reverse=True):
@@ -227,7 +254,7 @@ class RunIndex:
     def remove(self, run: Run) -> None:
         """Take a run out of every index (its object stays until gc)."""
         run_hex = to_hex(run.hash)
-        keys = [f"runlog/{_day(run.ended)}/{int(run.ended * 1e6):020d}-{run_hex}"]
+        keys = [self.log_key(run)]
         keys += [f"consumed/{to_hex(a)}/{run_hex}" for a in set(run.inputs.values())]
         keys += [f"produced/{to_hex(a)}/{run_hex}" for a in set(run.outputs.values())]
         if self.cached(run.cache_key) == run.hash:

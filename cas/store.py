@@ -32,6 +32,7 @@ from cas.maintenance import Maintenance
 from cas.objects import Artifact, Tree, kind_of
 from cas.objectstore import ObjectStore
 from cas.refs import RefRecord, RefStore, check_label, check_name, parse_ref
+from cas.remoting import Remoting
 from cas.runs import RunIndex
 from cas.steps import Provenance
 from cas.trees import TreeReader, TreeWriter
@@ -86,7 +87,7 @@ RefLike = str | Ref
 _CHECKED_CREATE: set[str] = set()  # backends whose create-if-absent was probed in this process
 
 
-class Store(History, Maintenance):
+class Store(History, Maintenance, Remoting):
     """A content-addressed artifact store on one backend."""
 
     def __init__(
@@ -98,6 +99,7 @@ class Store(History, Maintenance):
         allow_pickle: bool | None = None,
         trust_pickle: bool = False,
         single_writer: bool = False,
+        read_through: bool = True,
     ) -> None:
         self.backend = backend
         if not single_writer and backend.url not in _CHECKED_CREATE:
@@ -117,6 +119,10 @@ class Store(History, Maintenance):
         self.run_index = RunIndex(backend)
         #: Objects loaded by get or returned by steps, with their artifact hashes.
         self.provenance = Provenance()
+        self._read_through: Store | None = None
+        self._read_through_checked = not read_through
+        if read_through:
+            self.objects.fetch_missing = self.fetch_missing
 
     @property
     def url(self) -> str:
@@ -129,6 +135,8 @@ class Store(History, Maintenance):
         """Stop the worker threads and release open files."""
         self._executor.shutdown(wait=True)
         self.backend.close()
+        if self._read_through is not None:
+            self._read_through.close()
 
     def __enter__(self) -> Store:
         return self
@@ -237,6 +245,19 @@ class Store(History, Maintenance):
         return self._resolve(ref)[0]
 
     def _resolve(self, ref: RefLike) -> tuple[Ref, RefRecord | None]:
+        try:
+            return self._resolve_here(ref)
+        except ObjectNotFoundError:  # RefNotFoundError too: maybe the read-through remote knows it
+            remote = self.read_through_store()
+            if remote is None:
+                raise
+            try:
+                return remote._resolve(ref)
+            except ObjectNotFoundError:
+                pass
+            raise
+
+    def _resolve_here(self, ref: RefLike) -> tuple[Ref, RefRecord | None]:
         if isinstance(ref, Ref):
             return ref, None
         if not isinstance(ref, str) or not ref:
@@ -384,7 +405,10 @@ class Store(History, Maintenance):
         """True if ``ref`` names an artifact in this store (a bad name still raises InvalidNameError)."""
         try:
             resolved = self.resolve(ref)
-            return self.objects.has_any(from_hex(resolved.hash))
+            if self.objects.has_any(from_hex(resolved.hash)):
+                return True
+            remote = self.read_through_store()
+            return remote is not None and remote.objects.has_any(from_hex(resolved.hash))
         except (RefNotFoundError, ObjectNotFoundError):
             return False
 
@@ -422,6 +446,7 @@ def open(  # noqa: A001  (cas.open, like io.open)
     allow_pickle: bool | None = None,
     trust_pickle: bool = False,
     single_writer: bool = False,
+    read_through: bool = True,
 ) -> Store:
     """Open (or create) a store.
 
@@ -430,6 +455,7 @@ def open(  # noqa: A001  (cas.open, like io.open)
     ``.git``), else a new ``./.cas``. Raises StoreNotFoundError when
     ``create`` is false and no store exists. ``allow_pickle`` and
     ``trust_pickle`` set the defaults of ``put`` and ``get``.
+    ``read_through=False`` ignores a remote marked read-through (see ``Store.remotes``).
     ``storage_options`` go to fsspec (for S3: ``key``, ``secret``,
     ``endpoint_url``...); credentials and endpoint otherwise come from the
     usual AWS environment variables and files, and ``CAS_STORAGE_OPTIONS``
@@ -456,6 +482,7 @@ def open(  # noqa: A001  (cas.open, like io.open)
         allow_pickle=allow_pickle,
         trust_pickle=trust_pickle,
         single_writer=single_writer,
+        read_through=read_through,
     )
 
 
