@@ -9,10 +9,17 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import engine, maintenance, runs, s3, values
+from benchmarks import engine, maintenance, runs, s3, sync, values
 from benchmarks.harness import peak_rss_mib, print_table
 
-ALL = {**engine.WORKLOADS, **values.WORKLOADS, **runs.WORKLOADS, **maintenance.WORKLOADS, **s3.WORKLOADS}
+ALL = {
+    **engine.WORKLOADS,
+    **values.WORKLOADS,
+    **runs.WORKLOADS,
+    **maintenance.WORKLOADS,
+    **s3.WORKLOADS,
+    **sync.WORKLOADS,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

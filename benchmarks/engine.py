@@ -211,9 +211,10 @@ WORKLOADS = {
 
 
 def run(names: list[str], size: int, repeats: int) -> list[Row]:
-    from benchmarks import maintenance, runs, s3, values
+    from benchmarks import maintenance, runs, s3, sync, values
 
     workloads = {**WORKLOADS, **values.WORKLOADS, **runs.WORKLOADS, **maintenance.WORKLOADS, **s3.WORKLOADS}
+    workloads.update(sync.WORKLOADS)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="cas-bench-", dir=os.environ.get("CAS_BENCH_DIR")) as tmp:
         for name in names:

@@ -330,6 +330,109 @@ def ls(state: _Context, as_json: bool) -> None:
         state.table(["name", "latest", "hash"], [[r["name"], r["latest"], short(r["hash"])] for r in rows])
 
 
+@main.group()
+def remote() -> None:
+    """Other stores to push to, pull from or read through."""
+
+
+@remote.command(name="add")
+@click.argument("name")
+@click.argument("url")
+@click.option("--read-through", is_flag=True, help="Fetch what this store lacks from it on get.")
+@pass_state
+def remote_add(state: _Context, name: str, url: str, read_through: bool) -> None:
+    """Add (or replace) the remote NAME at URL (a path or s3://bucket/prefix ...)."""
+    added = state.store().remotes.add(name, url, read_through=read_through)
+    state.say(f"remote {added.name} -> {added.url}" + (" (read-through)" if added.read_through else ""))
+
+
+@remote.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def remote_list(state: _Context, as_json: bool) -> None:
+    """The remotes of this store."""
+    remotes = sorted(state.store().remotes.all().values(), key=lambda r: r.name)
+    if as_json:
+        _dump([asdict(r) for r in remotes])
+    else:
+        state.table(
+            ["name", "url", "read-through"], [[r.name, r.url, "yes" if r.read_through else ""] for r in remotes]
+        )
+
+
+@remote.command(name="remove")
+@click.argument("name")
+@pass_state
+def remote_remove(state: _Context, name: str) -> None:
+    """Forget the remote NAME (nothing is deleted there)."""
+    state.store().remotes.remove(name)
+    state.say(f"removed remote {name}")
+
+
+_CONFLICT = click.option(
+    "--on-conflict",
+    type=click.Choice(["fail", "skip", "rename"]),
+    default="fail",
+    show_default=True,
+    help="A version both sides hold with different artifacts: stop, leave it out, or give it a new number.",
+)
+
+
+def _transfer_args(state: _Context, args: tuple[str, ...]) -> tuple[str | None, list[str] | None]:
+    """``[REMOTE] [REF...]``: the first word is a remote if one has that name (or it looks like a URL)."""
+    if not args:
+        return None, None
+    first, rest = args[0], list(args[1:])
+    if first in state.store().remotes.all() or "://" in first or Path(first).is_dir():
+        return first, rest or None
+    return None, list(args)
+
+
+@main.command()
+@click.argument("args", nargs=-1, metavar="[REMOTE] [REF]...")
+@_CONFLICT
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def push(state: _Context, args: tuple[str, ...], on_conflict: str, as_json: bool) -> None:
+    """Copy refs (default: all, with every run) and their history to REMOTE (default: origin)."""
+    remote_name, refs = _transfer_args(state, args)
+    report = state.store().push(remote_name, refs, on_conflict=on_conflict, progress=None if not as_json else False)
+    _transfer_report(state, report, as_json)
+
+
+@main.command()
+@click.argument("args", nargs=-1, metavar="[REMOTE] [REF]...")
+@_CONFLICT
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def pull(state: _Context, args: tuple[str, ...], on_conflict: str, as_json: bool) -> None:
+    """Copy refs (default: all, with every run) and their history from REMOTE (default: origin)."""
+    remote_name, refs = _transfer_args(state, args)
+    report = state.store().pull(remote_name, refs, on_conflict=on_conflict, progress=None if not as_json else False)
+    _transfer_report(state, report, as_json)
+
+
+def _transfer_report(state: _Context, report: cas.TransferReport, as_json: bool) -> None:
+    if as_json:
+        data = asdict(report)
+        data["conflicts"] = [str(c) for c in report.conflicts]
+        _dump(data)
+    else:
+        state.say(str(report))
+    if report.conflicts:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("url")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@pass_state
+def clone(state: _Context, url: str, path: Path | None) -> None:
+    """Make a new store at PATH (default ./.cas) holding everything the store at URL holds."""
+    with cas.clone(url, path if path is not None else Path(".cas")) as store:
+        state.say(f"cloned {url} into {store.url}: {sum(1 for _ in store.names())} names, {len(store.log())} runs")
+
+
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def bench(ctx: click.Context) -> None:

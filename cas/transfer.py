@@ -25,6 +25,8 @@ from cas.objectstore import ChunkLocation, ObjectStore, backend_errors, check_en
 
 #: Up to this many keys are asked about one by one; more are found by listing their folders.
 ASK_LIMIT = 32
+#: Folders whose entries are named by hex digits (listed 16 ways at once on object stores).
+HEX_FOLDERS = ("objects/", "names/", "produced/", "consumed/", "cache/")
 #: Keys an object store returns per listing request (S3's page size).
 LIST_PAGE = 1000
 #: Adjacent chunks of a source pack are read in ranges of up to this many bytes.
@@ -54,7 +56,7 @@ def present_keys(
     if backend.cheap_exists or len(wanted) <= ASK_LIMIT:
         return _ask(backend, wanted, executor)
     if whole is not None:
-        return wanted & set(backend.list(whole))
+        return wanted & set(_list(backend, whole))
     folders = sorted({k.rsplit("/", 1)[0] + "/" for k in wanted})
     sample = list(backend.list(folders[0]))
     pages = max(1, math.ceil(len(sample) / LIST_PAGE))
@@ -65,11 +67,15 @@ def present_keys(
     if plan == "ask":
         return _ask(backend, wanted, executor)
     if plan == "fanout" and fanout is not None:
-        return wanted & set(backend.list(fanout))
+        return wanted & set(_list(backend, fanout))
     found = set(sample)
     for listed in executor.map(lambda f: list(backend.list(f)), folders[1:]):
         found.update(listed)
     return wanted & found
+
+
+def _list(backend: Backend, folder: str) -> Iterator[str]:
+    return backend.list_hex(folder) if folder in HEX_FOLDERS else backend.list(folder)
 
 
 def _ask(backend: Backend, keys: set[str], executor: Executor) -> set[str]:

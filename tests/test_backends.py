@@ -2,10 +2,11 @@
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from cas.backends import Backend
+from cas.backends import Backend, LocalBackend
 
 
 def test_write_read_and_ranges(backend: Backend) -> None:
@@ -91,3 +92,43 @@ def test_keys_cannot_escape(backend: Backend) -> None:
         backend.write("../escape", b"x")
     with pytest.raises(ValueError):
         backend.read("/etc/passwd")
+
+
+def test_concurrent_range_reads_of_many_files_never_mix_them_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many more files than the descriptor cache holds, read from 16 threads: each read gets its own file's bytes."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cas.backends import local
+
+    monkeypatch.setattr(local, "_MAX_OPEN", 4)  # evictions all the time
+    backend = LocalBackend(str(tmp_path / "b"))
+    keys = [f"packs/{i:03d}" for i in range(100)]
+    for i, key in enumerate(keys):
+        backend.write(key, bytes([i % 256]) * 4096)
+
+    def reads(seed: int) -> int:
+        rng = random.Random(seed)
+        wrong = 0
+        for _ in range(3000):
+            i = rng.randrange(len(keys))
+            try:
+                wrong += backend.read_range(keys[i], rng.randrange(4000), 64) != bytes([i % 256]) * 64
+            except OSError:  # a closed descriptor
+                wrong += 1
+        return wrong
+
+    with ThreadPoolExecutor(16) as pool:
+        assert sum(pool.map(reads, range(16))) == 0
+    backend.close()
+
+
+def test_list_hex_lists_what_list_does(backend: Backend) -> None:
+    keys = {f"names/{d}{'0' * 63}/model/@v/{i}" for i, d in enumerate("0123456789abcdef")}
+    for key in keys:
+        backend.write(key, b"")
+    backend.write("namesake/0", b"")  # a neighbour with the same prefix is not listed
+    assert set(backend.list_hex("names/")) == set(backend.list("names/")) == keys
+    assert list(backend.list_hex("nothing/")) == []

@@ -156,3 +156,38 @@ def test_demo_in_a_temporary_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert third_block.count("cache hit") == 3 and third_block.count("executed") == 2
     assert "where demo/model came from" in out and "make_dataset" in out.split("came from")[1]
     assert (tmp_path / ".cas" / "config").is_file()  # the local default store
+
+
+def test_remote_push_pull_clone(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "a.txt").write_text("alpha\n")
+    assert cli("put", "a.txt", "-n", "a").exit_code == 0
+    shared = str(tmp_path / "shared")
+    added = cli("remote", "add", "origin", shared)
+    assert added.exit_code == 0 and "origin" in added.output
+    listed = json.loads(cli("remote", "list", "--json").output)
+    assert listed == [{"name": "origin", "url": shared, "read_through": False}]
+    pushed = cli("push")
+    assert pushed.exit_code == 0 and "1 refs" in pushed.output
+    assert "up to date" in cli("push", "origin", "a").output
+    report = json.loads(cli("push", "--json").output)
+    assert report["objects"] == 0 and report["unchanged"] == 1
+    cloned = cli("clone", shared, str(tmp_path / "copy"), store=False)
+    assert cloned.exit_code == 0 and "1 names" in cloned.output
+    copy = ["--store", str(tmp_path / "copy")]
+    assert cli(*copy, "get", "a", "-o", "back.txt", store=False).exit_code == 0
+    assert (tmp_path / "back.txt").read_text() == "alpha\n"
+    (tmp_path / "b.txt").write_text("beta\n")
+    assert cli(*copy, "put", "b.txt", "-n", "a", store=False).exit_code == 0
+    assert cli(*copy, "push", store=False).exit_code == 0
+    assert "1 refs" in cli("pull").output
+    (tmp_path / "c.txt").write_text("gamma\n")
+    assert cli("put", "c.txt", "-n", "a").exit_code == 0  # a@3 here
+    assert cli(*copy, "put", "a.txt", "-n", "a", "--version", "x", store=False).exit_code == 0  # a@3 there
+    assert cli(*copy, "push", store=False).exit_code == 0
+    conflict = cli("pull")
+    assert conflict.exit_code == 1 and "a@3" in conflict.output
+    renamed = cli("push", "--on-conflict", "rename")
+    assert renamed.exit_code == 0 and "a@3 -> a@4" in renamed.output
+    assert cli("remote", "remove", "origin").exit_code == 0
+    missing = CliRunner().invoke(main, ["--store", str(tmp_path / "copy"), "remote", "remove", "nope"])
+    assert missing.exit_code == 1 and "no remote" in missing.output

@@ -79,6 +79,14 @@ class Backend(ABC):
     def list(self, prefix: str) -> Iterator[str]:
         """Yield every key below the folder ``prefix`` (recursively, any order)."""
 
+    def list_hex(self, prefix: str) -> Iterator[str]:
+        """Like ``list``, for a folder whose entries are named by hex digits (``objects/``, ``names/``).
+
+        Object stores override it to list the 16 first digits at once (so entries
+        that do not begin with a lowercase hex digit may be left out).
+        """
+        return self.list(prefix)
+
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove ``key``; FileNotFoundError if absent."""

@@ -7,6 +7,8 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from cas.backends.base import Backend, Buffer, Sink
@@ -57,6 +59,31 @@ class _LocalSink(Sink):
             pass
 
 
+@dataclass(slots=True)
+class _Held:
+    """A cached read descriptor and how many reads are using it."""
+
+    fd: int
+    users: int = 0
+    retired: bool = False
+
+
+def _preadv_all(fd: int, views: list[memoryview], offset: int) -> int:
+    total = 0
+    while views:
+        got = os.preadv(fd, views[:1024], offset)
+        if got == 0:
+            break
+        total += got
+        offset += got
+        while views and got >= len(views[0]):
+            got -= len(views[0])
+            views.pop(0)
+        if got:
+            views[0] = views[0][got:]
+    return total
+
+
 class LocalBackend(Backend):
     """Keys are files below ``root``; temp files live in ``root/tmp``."""
 
@@ -65,7 +92,7 @@ class LocalBackend(Backend):
         self.url = str(self.root)
         self.durable = durable
         self._dirs: set[str] = set()
-        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._fds: OrderedDict[str, _Held] = OrderedDict()
         self._fd_lock = threading.Lock()
 
     # -- paths -------------------------------------------------------------
@@ -120,43 +147,50 @@ class LocalBackend(Backend):
             return f.read()
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
-        return os.pread(self._fd(key), length, offset)
+        with self._borrow(key) as fd:
+            return os.pread(fd, length, offset)
 
     def readv(self, key: str, offset: int, buffers: Sequence[memoryview]) -> int:
-        fd = self._fd(key)
-        views = list(buffers)
-        total = 0
-        while views:
-            got = os.preadv(fd, views[:1024], offset)
-            if got == 0:
-                break
-            total += got
-            offset += got
-            while views and got >= len(views[0]):
-                got -= len(views[0])
-                views.pop(0)
-            if got:
-                views[0] = views[0][got:]
-        return total
+        with self._borrow(key) as fd:
+            return _preadv_all(fd, list(buffers), offset)
 
-    def _fd(self, key: str) -> int:
+    @contextmanager
+    def _borrow(self, key: str) -> Iterator[int]:
+        """A cached read descriptor of ``key``, never closed while borrowed.
+
+        Closing a descriptor another thread is reading from would let the number
+        be reused for another file, and that read would return its bytes.
+        """
         with self._fd_lock:
-            fd = self._fds.get(key)
-            if fd is not None:
+            held = self._fds.get(key)
+            if held is not None:
                 self._fds.move_to_end(key)
-                return fd
-        fd = os.open(self._path(key), os.O_RDONLY)
-        with self._fd_lock:
-            if key in self._fds:  # another thread opened it meanwhile
-                os.close(fd)
-                return self._fds[key]
-            self._fds[key] = fd
-            while len(self._fds) > _MAX_OPEN:
-                # Closing under a concurrent pread is harmless: it fails with EBADF only
-                # if the fd number was reused, and callers hold at most a few.
-                _, old = self._fds.popitem(last=False)
-                os.close(old)
-        return fd
+                held.users += 1
+        if held is None:
+            fd = os.open(self._path(key), os.O_RDONLY)
+            with self._fd_lock:
+                held = self._fds.get(key)
+                if held is not None:  # another thread opened it meanwhile
+                    os.close(fd)
+                    held.users += 1
+                else:
+                    held = self._fds[key] = _Held(fd, 1)
+                    while len(self._fds) > _MAX_OPEN:
+                        self._retire(self._fds.popitem(last=False)[1])
+        try:
+            yield held.fd
+        finally:
+            with self._fd_lock:
+                held.users -= 1
+                if held.retired and held.users == 0:
+                    os.close(held.fd)
+
+    @staticmethod
+    def _retire(held: _Held) -> None:
+        """Close a descriptor taken out of the cache now, or when its last borrower is done."""
+        held.retired = True
+        if held.users == 0:
+            os.close(held.fd)
 
     def write(self, key: str, data: Buffer) -> None:
         self.rename_into_place(self._write_temp(data), key)
@@ -201,9 +235,9 @@ class LocalBackend(Backend):
 
     def _forget_fd(self, key: str) -> None:
         with self._fd_lock:
-            fd = self._fds.pop(key, None)
-        if fd is not None:
-            os.close(fd)
+            held = self._fds.pop(key, None)
+            if held is not None:
+                self._retire(held)
 
     def size(self, key: str) -> int:
         return os.stat(self._path(key)).st_size
@@ -216,6 +250,6 @@ class LocalBackend(Backend):
 
     def close(self) -> None:
         with self._fd_lock:
-            for fd in self._fds.values():
-                os.close(fd)
+            for held in self._fds.values():
+                self._retire(held)
             self._fds.clear()
