@@ -10,6 +10,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 KEY, SECRET = "cas-test-key", "cas-test-secret"
@@ -88,6 +90,21 @@ class SeaweedFS:
                 time.sleep(0.3)
         self.stop()
         raise RuntimeError(f"SeaweedFS did not answer within {timeout} s ({last}): {self.log_tail()}")
+
+    @contextmanager
+    def aws_environment(self) -> Iterator[None]:
+        """Credentials and endpoint in the usual AWS variables while the block runs (then restored)."""
+        names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
+        saved = {k: os.environ.get(k) for k in names}
+        os.environ.update(AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET, AWS_ENDPOINT_URL=self.endpoint)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def filesystem(self):  # type: ignore[no-untyped-def]
         import s3fs

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import cas
 from benchmarks.harness import Row, median
-from benchmarks.seaweed import KEY, SECRET, SeaweedFS
+from benchmarks.seaweed import SeaweedFS
 
 
 def sync_workloads(work: Path, size: int, repeats: int) -> list[Row]:
@@ -17,20 +17,14 @@ def sync_workloads(work: Path, size: int, repeats: int) -> list[Row]:
     quick = repeats <= 2
     server = SeaweedFS()
     server.start(bucket="bench")
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")}
-    os.environ.update(AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET, AWS_ENDPOINT_URL=server.endpoint)
     try:
-        prefix = f"s3://bench/{uuid.uuid4().hex}"
-        return [
-            _ten_new_of_many(work, prefix, 100 if quick else 1000, repeats),
-            _no_change(work, prefix, 1000 if quick else 10_000, repeats),
-        ]
+        with server.aws_environment():
+            prefix = f"s3://bench/{uuid.uuid4().hex}"
+            return [
+                _ten_new_of_many(work, prefix, 100 if quick else 1000, repeats),
+                _no_change(work, prefix, 1000 if quick else 10_000, repeats),
+            ]
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         server.remove()
 
 

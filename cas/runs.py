@@ -155,6 +155,16 @@ def _day(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
 
 
+def _logged_run(key: str) -> bytes | None:
+    """The run hash in a ``runlog/`` key (None for a stray file)."""
+    _, _, run_hex = key.rsplit("/", 1)[-1].partition("-")
+    try:
+        raw = bytes.fromhex(run_hex)
+    except ValueError:
+        return None
+    return raw if len(raw) == 32 else None
+
+
 class RunIndex:
     """The index files next to run objects: time order, cache keys, producers, consumers."""
 
@@ -229,26 +239,13 @@ class RunIndex:
 
     def logged(self) -> dict[bytes, str]:
         """Every run in the log, with its key."""
-        found = {}
-        for key in self.backend.list("runlog/"):
-            _, _, run_hex = key.rsplit("/", 1)[-1].partition("-")
-            try:
-                raw = bytes.fromhex(run_hex)
-            except ValueError:
-                continue
-            if len(raw) == 32:
-                found[raw] = key
-        return found
+        return {raw: key for key in self.backend.list("runlog/") if (raw := _logged_run(key)) is not None}
 
     def newest(self) -> Iterator[bytes]:
         """Run hashes, newest first (by end time)."""
         for key in sorted(self.backend.list("runlog/"), reverse=True):
-            _, _, run_hex = key.rsplit("/", 1)[-1].partition("-")
-            try:
-                raw = bytes.fromhex(run_hex)
-            except ValueError:
-                continue
-            if len(raw) == 32:
+            raw = _logged_run(key)
+            if raw is not None:
                 yield raw
 
     def remove(self, run: Run) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +10,7 @@ import fsspec
 import pytest
 
 import cas
-from benchmarks.seaweed import KEY, SECRET, SeaweedFS
+from benchmarks.seaweed import SeaweedFS
 from cas.backends import Backend, FsspecBackend, LocalBackend
 
 BACKENDS = ["local", "memory", "s3"]
@@ -23,14 +22,8 @@ def seaweed() -> Iterator[SeaweedFS]:
     """One SeaweedFS server for the whole run; credentials and endpoint go in the AWS variables."""
     server = SeaweedFS()
     server.start(bucket=BUCKET)
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")}
-    os.environ.update(AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET, AWS_ENDPOINT_URL=server.endpoint)
-    yield server
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with server.aws_environment():
+        yield server
     server.remove()
 
 
