@@ -10,7 +10,7 @@ from cas import codec
 from cas.errors import CasError
 from cas.gc import key_hash, mark, rewrite_pack
 from cas.hashing import short
-from cas.objects import PackEntry, kind_of
+from cas.objects import ChunkMap, PackEntry, PackIndex, kind_of
 from cas.objectstore import PACK_TRAILER_MAGIC, check_entry_header, pack_key
 from cas.progress import Progress
 
@@ -108,6 +108,58 @@ def _check_pack(store: Store, pack_id: bytes) -> tuple[list[PackEntry], list[Pac
     return good, bad, problems, size
 
 
+def _check_side_files(store: Store, report: FsckReport, *, repair: bool) -> None:
+    """Index copies, chunk maps, cache entries and ref files: each verified against its checksum.
+
+    Readers survive damage to the first three (the pack trailer, a re-cut and a
+    rerun stand in), so only fsck tells; repair rewrites an index copy from its
+    pack and removes a damaged chunk map or cache entry. A damaged ref is never
+    removed: it is reported for a person to decide.
+    """
+    backend = store.backend
+    for key in list(backend.list("index/")):
+        try:
+            pack_id = bytes.fromhex(key[len("index/") :])
+            raw = codec.decode(backend.read(key), key=key)
+            codec.verify(raw, pack_id, key=key)
+            PackIndex.from_bytes(raw, key=key)
+        except FileNotFoundError:
+            continue
+        except (CasError, ValueError) as exc:
+            report.corrupt.append(f"{key}: {exc}")
+            if repair and len(key) == len("index/") + 64:
+                try:
+                    index = store.objects._index_from_pack(bytes.fromhex(key[len("index/") :]))
+                except CasError:
+                    continue  # the pack is unreadable too: reported with the packs
+                store.objects.write_pack_index(bytes.fromhex(key[len("index/") :]), index.to_bytes())
+                report.repaired.append(f"rewrote {key} from its pack's trailer")
+        else:
+            report.checked["index"] += 1
+    for folder, kind in (("chunkmaps/", "chunkmap"), ("cache/", "cache entry")):
+        for key in list(backend.list(folder)):
+            try:
+                raw = codec.unseal(backend.read(key), key=key)
+                if kind == "chunkmap":
+                    ChunkMap.from_bytes(raw, key=key)
+                elif len(raw) != 32:
+                    raise CasError(f"{key}: not a run hash")
+            except FileNotFoundError:
+                continue
+            except CasError as exc:
+                report.corrupt.append(str(exc))
+                if repair:
+                    backend.delete(key)
+                    report.repaired.append(f"removed damaged {kind} {key}")
+            else:
+                report.checked[kind] += 1
+    for _key, record in store.refs.all_records():
+        if isinstance(record, CasError):
+            report.corrupt.append(str(record))
+        else:
+            report.checked["ref"] += 1
+
+
 def check(store: Store, *, repair: bool = False, progress: bool | None = None) -> FsckReport:
     """Verify every object and pack; report corrupt, missing and dangling; optionally remove corrupt objects."""
     report = FsckReport()
@@ -141,6 +193,7 @@ def check(store: Store, *, repair: bool = False, progress: bool | None = None) -
                 damaged[pack_id] = good
     for pack_id, why in store.objects.unreadable.items():
         report.corrupt.append(f"pack {short(pack_id)}: {why}")
+    _check_side_files(store, report, repair=repair)
     if repair:
         for key in corrupt_loose:
             backend.delete(key)

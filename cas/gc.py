@@ -237,7 +237,7 @@ class _Sweeper:
                 self.report.repacked += 1
                 self.report.freed["pack"] += dead
                 if not self.report.dry_run:
-                    rewrite_pack(self.store, pack_id, live)
+                    rewrite_pack(self.store, pack_id, live, unless_fresher_than=self.cutoff)
         for key in pack_files:
             try:
                 pack_id = bytes.fromhex(key.rsplit("/", 1)[-1])
@@ -316,8 +316,14 @@ def collect(
     return report
 
 
-def rewrite_pack(store: Store, pack_id: bytes, keep: list[PackEntry]) -> bytes:
-    """Copy the ``keep`` entries (verified) into a new pack; then remove the old one. Returns the new id."""
+def rewrite_pack(
+    store: Store, pack_id: bytes, keep: list[PackEntry], *, unless_fresher_than: float | None = None
+) -> bytes:
+    """Copy the ``keep`` entries (verified) into a new pack; then remove the old one. Returns the new id.
+
+    With ``unless_fresher_than``, the old pack stays if a writer refreshed it
+    while it was being copied: that writer reuses chunks the copy left out.
+    """
     backend = store.backend
     old_key = pack_key(pack_id)
     sink = backend.open_sink()
@@ -338,7 +344,11 @@ def rewrite_pack(store: Store, pack_id: bytes, keep: list[PackEntry]) -> bytes:
         sink.abort()
         raise
     new_id, index = store.objects.finish_pack(sink, entries, offset)  # the new pack and its index first...
-    if new_id != pack_id:
+    try:
+        refreshed = unless_fresher_than is not None and backend.mtime(old_key) > unless_fresher_than
+    except FileNotFoundError:
+        refreshed = False
+    if new_id != pack_id and not refreshed:
         for key in (index_key(pack_id), old_key):  # ...then the old one goes
             try:
                 backend.delete(key)

@@ -103,7 +103,7 @@ class ChunkIngest:
         self._objects = objects
         self._params = params
         self._claimed: set[bytes] = set()
-        self._reused: set[bytes] = set()  # stored before: freshened at the end
+        self._freshened: set[bytes] = set()  # packs this put has refreshed already
         self._claim_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_inflight)
         self._futures: list[Future[ChunkRefs]] = []
@@ -163,10 +163,7 @@ class ChunkIngest:
 
     # -- the work of one batch (pool thread) ---------------------------------
     def _claim(self, d: bytes) -> bool:
-        if self._objects.knows_chunk(d):
-            with self._claim_lock:
-                self._reused.add(d)
-            return False
+        """True if this batch must store chunk ``d`` (stored chunks are freshened by the batch)."""
         with self._claim_lock:
             if d in self._claimed:
                 return False
@@ -179,11 +176,20 @@ class ChunkIngest:
         try:
             refs: ChunkRefs = []
             new: list[tuple[bytes, memoryview]] = []
+            reused: dict[bytes, memoryview] = {}
             for view in batch:
                 d = digest(view)
                 refs.append((d, len(view)))
-                if self._claim(d):
+                if self._objects.knows_chunk(d):
+                    reused[d] = view
+                elif self._claim(d):
                     new.append((d, view))
+            if reused:
+                # Refresh what this put reuses while its bytes are still at hand: a chunk
+                # whose pack gc removed since the index was loaded is stored again.
+                with self._claim_lock:
+                    gone = self._objects.freshen_chunks(set(reused), done=self._freshened)
+                new += [(d, reused[d]) for d in sorted(gone) if self._claim(d)]
             if new:
                 level = self._objects.compression_level
                 compress = codec.worth_compressing(new[0][1], level)
@@ -221,4 +227,3 @@ class ChunkIngest:
             for builder in self._builders:
                 builder.abort()
             raise error
-        self._objects.freshen_chunks(self._reused)

@@ -345,25 +345,47 @@ class ObjectStore:
             packs[pack_id] = list(self.read_pack_index(pack_id).entries)
         return packs
 
-    def freshen_chunks(self, digests: set[bytes]) -> None:
+    def freshen_chunks(self, digests: set[bytes], *, done: set[bytes] | None = None) -> set[bytes]:
         """Refresh the timestamps of the packs (and loose objects) holding these chunks.
 
         A writer that reuses stored chunks calls this before writing what refers
         to them, so gc's grace period covers them as if they had just been written.
+        Returns the chunks that turned out to be gone (gc removed their pack
+        since this process loaded its index): the caller must store them again.
+        ``done`` collects the packs already freshened, so a put touches each once.
         """
-        packs = set()
-        for d in digests:
-            loc = self._index.get(d)
-            if loc is not None:
-                packs.add(loc.pack)
-            elif self.has_object(d):
-                self.backend.touch(object_key(d))
-        for pack_id in packs:
-            try:
-                with backend_errors(pack_key(pack_id)):
-                    self.backend.touch(pack_key(pack_id))
-            except FileNotFoundError:
-                pass  # removed meanwhile: the reader that needs it refreshes the index
+        missing: set[bytes] = set()
+        for attempt in range(2):
+            packs: dict[bytes, set[bytes]] = {}
+            for d in digests:
+                loc = self._index.get(d)
+                if loc is not None:
+                    packs.setdefault(loc.pack, set()).add(d)
+                elif not self._touch(object_key(d)):
+                    missing.add(d)
+            lost: set[bytes] = set()
+            for pack_id, held in packs.items():
+                if done is not None and pack_id in done:
+                    continue
+                if self._touch(pack_key(pack_id)):
+                    if done is not None:
+                        done.add(pack_id)
+                else:
+                    lost |= held
+            if not lost:
+                return missing
+            if attempt == 0:
+                self.refresh_index()  # repacked elsewhere, or really gone
+                digests = lost
+        return missing | lost
+
+    def _touch(self, key: str) -> bool:
+        try:
+            with backend_errors(key):
+                self.backend.touch(key)
+        except FileNotFoundError:
+            return False
+        return True
 
     def write_pack_index(self, pack_id: bytes, index_bytes: bytes) -> None:
         header, payload = codec.encode(index_bytes, compress=True, level=self.compression_level)

@@ -82,8 +82,8 @@ class TreeWriter:
 
     def _write_large(self, path: str, view: memoryview, file_hash: bytes, release: Release | None) -> None:
         known = self._objects.read_chunkmap(file_hash, len(view))
-        if known is not None:  # the same bytes were stored before: nothing to cut
-            self._objects.freshen_chunks({d for d, _ in known.chunks})
+        # The same bytes were stored before: nothing to cut, unless gc took some of them meanwhile.
+        if known is not None and not self._objects.freshen_chunks({d for d, _ in known.chunks}):
             self._done[path] = FileEntry(path, len(view), known.chunks, hash=file_hash)
             return
         if self._ingest is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -274,3 +275,24 @@ def test_a_put_between_mark_and_sweep_keeps_what_it_reuses(
     with cas.open(local_store.url) as fresh:
         assert fresh.get("reborn") == data  # the writer freshened the pack, so the sweep kept it
     writer.close()
+
+
+@pytest.mark.parametrize("keep_chunkmap", [False, True])
+def test_a_writer_with_a_stale_index_stores_collected_chunks_again(tmp_path: Path, keep_chunkmap: bool) -> None:
+    """Another process's gc removed a pack this writer still has in its index: reusing it would lose data."""
+    data = os.urandom(3 << 20)
+    url = str(tmp_path / "store")
+    with cas.open(url) as first:
+        first.put(data, "old")
+        first.delete("old")
+    with cas.open(url) as writer, cas.open(url) as collector:
+        writer.objects.ensure_index()  # knows the old pack
+        maps = {k: writer.backend.read(k) for k in writer.backend.list("chunkmaps/")}
+        report = collector.gc(grace=0)
+        assert report.removed["pack"] == 1
+        if keep_chunkmap:  # as if gc had not reached the chunk map yet
+            for key, value in maps.items():
+                writer.backend.write(key, value)
+        writer.put(data, "reborn")
+        assert writer.get("reborn") == data
+        assert collector.fsck().ok
