@@ -266,7 +266,8 @@ class _Sweeper:
                 self.remove(key, "chunk map")
         for key in list(backend.list("cache/")):
             run_hash = self.store.run_index.cached_at(key)
-            if run_hash is None or run_hash not in self.marks.runs or not self._outputs_marked(run_hash):
+            stale = run_hash is None or run_hash not in self.marks.runs or not self._outputs_marked(run_hash)
+            if stale and self.old(key):  # a young entry may belong to a run recorded after marking
                 self.remove(key, "cache entry")
         for folder in ("produced/", "consumed/"):
             for key in list(backend.list(folder)):
@@ -274,11 +275,11 @@ class _Sweeper:
                     run_hash = bytes.fromhex(key.rsplit("/", 1)[-1])
                 except ValueError:
                     run_hash = b""
-                if run_hash not in self.marks.runs:
+                if run_hash not in self.marks.runs and self.old(key):
                     self.remove(key, "run index")
         for key in list(backend.list("names/")):
             head, sep, number = key[len("names/") + 65 :].rpartition("/@v/")
-            if not sep or not backend.exists(f"refs/{head}/@v/{number}"):
+            if (not sep or not backend.exists(f"refs/{head}/@v/{number}")) and self.old(key):
                 self.remove(key, "name index")
         for key in list(backend.list("tmp/")):
             if self.old(key):
