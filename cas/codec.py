@@ -32,6 +32,8 @@ HEADER_SIZE = HEADER.size
 CODEC_BYTE = 5  # offset of the codec in the header
 # Larger than anything cas writes as a single object or chunk; bounds memory on hostile input.
 MAX_OBJECT_SIZE = 1 << 34
+#: zstd's largest expansion: a block (at most 128 KiB of output) takes at least 4 bytes.
+MAX_ZSTD_RATIO = 32768
 # Compress when the sample shrinks below this share of its size.
 COMPRESS_WORTH = 0.9
 SAMPLE_SIZE = 64 << 10
@@ -122,6 +124,9 @@ def decode_payload(
         raise CorruptObjectError(f"{key}: bad zstd frame: {exc}", key=key) from None
     if declared != header.raw_size:
         raise CorruptObjectError(f"{key}: zstd frame declares {declared} bytes, header says {header.raw_size}", key=key)
+    if header.raw_size > len(payload) * MAX_ZSTD_RATIO + (128 << 10):
+        # A zstd block of at most 128 KiB takes at least 4 bytes: a frame claiming more is a bomb.
+        raise CorruptObjectError(f"{key}: {len(payload)} bytes of zstd can not hold {header.raw_size}", key=key)
     try:
         raw = _decompressor().decompress(payload, max_output_size=header.raw_size)
     except zstandard.ZstdError as exc:

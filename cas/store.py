@@ -338,7 +338,7 @@ class Store(History, Maintenance, Remoting):
             )
         mat.check_environment(artifact.metadata, override=allow_python_mismatch)
         type_ = mat.resolve_type(artifact.python_type, artifact.metadata)
-        value = mat.load(TreeReader(self.objects, tree, artifact.metadata), type_)
+        value = mat.load_checked(TreeReader(self.objects, tree, artifact.metadata), type_)
         self.provenance.remember(value, from_hex(resolved.hash))
         return value
 

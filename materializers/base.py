@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar, Protocol
 
+from cas.errors import CasError, CorruptObjectError
+
 Buffer = bytes | bytearray | memoryview
 
 
@@ -73,6 +75,24 @@ class Materializer:
 
     def load(self, reader: ArtifactReader, type_: type) -> Any:
         raise NotImplementedError
+
+    def load_checked(self, reader: ArtifactReader, type_: type) -> Any:
+        """``load``, with any error other than cas's own turned into CorruptObjectError.
+
+        The files were verified against their hashes, so a load that fails on
+        them means they are not what this materializer writes: damaged on
+        purpose, or written by something else. Never a traceback from deep
+        inside a library.
+        """
+        try:
+            return self.load(reader, type_)
+        except CasError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, LookupError,
+                RecursionError, MemoryError, EOFError, OSError, AssertionError) as exc:  # fmt: skip
+            raise CorruptObjectError(
+                f"stored files do not load as {self.name} {self.version}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def metadata(self, obj: Any) -> dict[str, Any]:
         """Facts shown by ``info`` without loading the data (str keys, plain values)."""

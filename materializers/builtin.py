@@ -111,7 +111,7 @@ class ValueMaterializer(Materializer):
                     f"leaf {number} was written by {spec['materializer']} {spec['version']}"
                 )
             sub = _PrefixedReader(reader, f"leaves/{number}/", spec["metadata"])
-            return mat.load(sub, mat.resolve_type(spec["type"], spec["metadata"]))
+            return mat.load_checked(sub, mat.resolve_type(spec["type"], spec["metadata"]))
 
         return valuecodec.decode(info["structure"], load_leaf)
 
