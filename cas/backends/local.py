@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from cas.backends.base import Backend, Buffer, Sink
+from cas.errors import BackendError
 
 _MAX_OPEN = 64
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _os_errors(fn: F) -> F:
+    """Disk failures (full, read-only, I/O errors) become BackendError; a missing or existing key passes."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except (FileNotFoundError, FileExistsError, BackendError):
+            raise
+        except OSError as exc:
+            where = f" at {args[0]}" if args and isinstance(args[0], str) else ""
+            raise BackendError(f"local store{where}: {exc.strerror or exc}") from exc
+
+    return cast(F, wrapper)
 
 
 def _write_all(fd: int, buffers: Sequence[Buffer], offset: int) -> None:
@@ -32,14 +52,17 @@ def _write_all(fd: int, buffers: Sequence[Buffer], offset: int) -> None:
 
 
 class _LocalSink(Sink):
+    @_os_errors
     def __init__(self, backend: LocalBackend) -> None:
         self._backend = backend
         self._tmp = backend.temp_path()
         self._fd = os.open(self._tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
 
+    @_os_errors
     def pwrite(self, offset: int, buffers: Sequence[Buffer]) -> None:
         _write_all(self._fd, buffers, offset)
 
+    @_os_errors
     def commit(self, key: str) -> None:
         try:
             if self._backend.durable:
@@ -142,14 +165,17 @@ class LocalBackend(Backend):
             raise
 
     # -- Backend -----------------------------------------------------------
+    @_os_errors
     def read(self, key: str) -> bytes:
         with open(self._path(key), "rb") as f:
             return f.read()
 
+    @_os_errors
     def read_range(self, key: str, offset: int, length: int) -> bytes:
         with self._borrow(key) as fd:
             return os.pread(fd, length, offset)
 
+    @_os_errors
     def readv(self, key: str, offset: int, buffers: Sequence[memoryview]) -> int:
         with self._borrow(key) as fd:
             return _preadv_all(fd, list(buffers), offset)
@@ -192,9 +218,11 @@ class LocalBackend(Backend):
         if held.users == 0:
             os.close(held.fd)
 
+    @_os_errors
     def write(self, key: str, data: Buffer) -> None:
         self.rename_into_place(self._write_temp(data), key)
 
+    @_os_errors
     def create(self, key: str, data: Buffer) -> bool:
         path = self._path(key)
         self._ensure_parent(path)
@@ -207,9 +235,11 @@ class LocalBackend(Backend):
         finally:
             os.unlink(tmp)
 
+    @_os_errors
     def open_sink(self) -> Sink:
         return _LocalSink(self)
 
+    @_os_errors
     def exists(self, key: str) -> bool:
         return os.path.exists(self._path(key))
 
@@ -228,7 +258,10 @@ class LocalBackend(Backend):
                             yield entry.path[root_len:].replace(os.sep, "/")
             except (FileNotFoundError, NotADirectoryError):
                 continue
+            except OSError as exc:
+                raise BackendError(f"local store at {prefix}: {exc.strerror or exc}") from exc
 
+    @_os_errors
     def delete(self, key: str) -> None:
         self._forget_fd(key)
         os.unlink(self._path(key))
@@ -239,12 +272,15 @@ class LocalBackend(Backend):
             if held is not None:
                 self._retire(held)
 
+    @_os_errors
     def size(self, key: str) -> int:
         return os.stat(self._path(key)).st_size
 
+    @_os_errors
     def touch(self, key: str) -> None:
         os.utime(self._path(key))
 
+    @_os_errors
     def mtime(self, key: str) -> float:
         return os.stat(self._path(key)).st_mtime
 
