@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from cas import codec
+from cas import codec, visualize
 from cas.errors import CasError
 from cas.gc import key_hash, mark, rewrite_pack
 from cas.hashing import short
@@ -153,6 +153,18 @@ def _check_side_files(store: Store, report: FsckReport, *, repair: bool) -> None
                     report.repaired.append(f"removed damaged {kind} {key}")
             else:
                 report.checked[kind] += 1
+    for key in list(backend.list(visualize.FOLDER)):
+        try:
+            visualize.VisualizationRecord.from_bytes(codec.unseal(backend.read(key), key=key), key=key)
+        except FileNotFoundError:
+            continue
+        except CasError as exc:
+            report.corrupt.append(str(exc))
+            if repair:
+                backend.delete(key)
+                report.repaired.append(f"removed damaged visualization record {key}")
+        else:
+            report.checked["visualizations"] += 1
     for _key, record in store.refs.all_records():
         if isinstance(record, CasError):
             report.corrupt.append(str(record))

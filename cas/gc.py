@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from cas import codec
+from cas import codec, visualize
 from cas.errors import CasError, CorruptObjectError, IntegrityError
 from cas.hashing import short
 from cas.objects import Artifact, ChunkMap, PackEntry, Tree, kind_of_stored
@@ -103,7 +103,21 @@ def mark(store: Store, *, strict: bool = True, progress: bool | None = None) -> 
         for artifact, needed_by in artifacts.items():
             bar.advance()
             _mark_artifact(store, artifact, needed_by, marks)
+    _mark_visualizations(store, marks)
     return marks
+
+
+def _mark_visualizations(store: Store, marks: Marks) -> None:
+    """The documents listed by the visualization record of a marked artifact live as long as it."""
+    for key in store.backend.list(visualize.FOLDER):
+        artifact = visualize.artifact_of_key(key)
+        if artifact is None or artifact not in marks.objects:
+            continue
+        record = visualize.read_record(store, artifact)
+        if record is not None:
+            for _, _, d, _ in record.items:
+                marks.objects.add(d)
+                marks.kinds.setdefault(d, "visualization")
 
 
 def _mark_artifact(store: Store, artifact: bytes, needed_by: str, marks: Marks) -> None:
@@ -281,6 +295,10 @@ class _Sweeper:
             head, sep, number = key[len("names/") + 65 :].rpartition("/@v/")
             if (not sep or not backend.exists(f"refs/{head}/@v/{number}")) and self.old(key):
                 self.remove(key, "name index")
+        for key in list(backend.list(visualize.FOLDER)):
+            artifact = visualize.artifact_of_key(key)
+            if (artifact is None or artifact not in self.marks.objects) and self.old(key):
+                self.remove(key, "visualizations")
         for key in list(backend.list("tmp/")):
             if self.old(key):
                 self.remove(key, "tmp")

@@ -13,6 +13,7 @@ from typing import Any
 
 import materializers
 from cas import canonical
+from cas import visualize as visualize_mod
 from cas.backends import Backend, backend_for
 from cas.config import StoreConfig, load_config
 from cas.errors import (
@@ -37,6 +38,7 @@ from cas.runs import RunIndex
 from cas.steps import Provenance
 from cas.trees import TreeReader, TreeWriter
 from materializers import Materializer, type_name_of
+from materializers.visuals import Visualization
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +157,14 @@ class Store(History, Maintenance, Remoting):
         metadata: dict[str, Any] | None = None,
         materializer: Materializer | type[Materializer] | str | None = None,
         allow_pickle: bool | None = None,
+        visualize: bool = False,
     ) -> Ref:
         """Store ``obj``; with a name, also record a new version (and move ``tags`` to it).
 
         ``materializer`` forces one (an instance, a class or a registered name).
         ``allow_pickle`` lets cloudpickle store what no materializer handles
         (default: the store's setting, off unless ``cas.open(allow_pickle=True)``).
+        ``visualize`` also computes and stores the value's visualizations.
         Raises InvalidNameError (bad name, version or tag), InvalidMetadataError,
         UnsupportedTypeError (no materializer), RefExistsError (``version`` taken
         by another artifact), SourceNotFoundError, BackendError.
@@ -195,6 +199,9 @@ class Store(History, Maintenance, Remoting):
             user_metadata=user_metadata,
         )
         digest = self.objects.put_object(artifact.to_bytes())
+        if visualize and not mat.executes_code:
+            self.objects.flush()
+            visualize_mod.save(self, digest, [*mat.visualize(obj), *visualize_mod.compute_listing(self, digest)])
         if name is None:
             return Ref(to_hex(digest))
         self.objects.flush()  # in a batch: a ref is written only after what it reaches
@@ -400,6 +407,19 @@ class Store(History, Maintenance, Remoting):
                 loc = self.objects.locate(d)
                 total += loc.entry.stored if loc is not None else self.objects.loose_size(d)
         return total
+
+    def visualizations(self, ref: RefLike, *, save: bool = False) -> list[Visualization]:
+        """Views of an artifact for people: the stored ones, else computed now (and kept if ``save``).
+
+        Computing loads the value (never a pickle). See ``materializers.visuals``.
+        """
+        digest = from_hex(self.resolve(ref).hash)
+        found = visualize_mod.stored(self, digest)
+        if found is None:
+            found = visualize_mod.compute(self, digest)
+            if save:
+                visualize_mod.save(self, digest, found)
+        return found
 
     def exists(self, ref: RefLike) -> bool:
         """True if ``ref`` names an artifact in this store (a bad name still raises InvalidNameError)."""

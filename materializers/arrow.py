@@ -15,8 +15,9 @@ import pandas as pd
 import pyarrow as pa
 
 from cas.errors import CorruptObjectError
-from materializers import valuecodec
+from materializers import valuecodec, visuals
 from materializers.base import ArtifactReader, ArtifactWriter, Materializer
+from materializers.visuals import Visualization
 
 _SERIES_COLUMN = "__cas_series__"
 
@@ -101,6 +102,27 @@ class PandasMaterializer(Materializer):
             series.name = facts.get("name")
             return series
         return frame
+
+    def visualize(self, obj: Any) -> list[Visualization]:
+        frame = obj.to_frame() if isinstance(obj, pd.Series) else obj
+        schema = [(str(c), str(t), int(frame[c].isna().sum()) if frame[c].ndim == 1 else "")
+                  for c, t in zip(frame.columns[:100], frame.dtypes[:100], strict=True)]  # fmt: skip
+        found = [Visualization("schema", "text/html", visuals.html_doc(
+            f"<p>{len(frame):,} rows, {len(frame.columns):,} columns</p>",
+            visuals.html_table(schema, ["column", "dtype", "missing"])))]  # fmt: skip
+        head = frame.head(20)
+        found.append(Visualization("head", "text/html", visuals.html_doc(visuals.html_table(
+            [[str(i), *(str(v) for v in row)] for i, row in zip(head.index, head.itertuples(index=False), strict=True)],
+            ["", *(str(c) for c in head.columns)]))))  # fmt: skip
+        try:
+            described = frame.describe()
+        except (ValueError, TypeError):
+            return found
+        found.append(Visualization("describe", "text/html", visuals.html_doc(visuals.html_table(
+            [[str(i), *(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row)]
+             for i, row in zip(described.index, described.itertuples(index=False), strict=True)],
+            ["", *(str(c) for c in described.columns)]))))  # fmt: skip
+        return found
 
     def metadata(self, obj: Any) -> dict[str, Any]:
         if isinstance(obj, pd.Series):

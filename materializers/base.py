@@ -16,6 +16,7 @@ import os
 from typing import Any, ClassVar, Protocol
 
 from cas.errors import CasError, CorruptObjectError
+from materializers.visuals import Visualization
 
 Buffer = bytes | bytearray | memoryview
 
@@ -93,6 +94,14 @@ class Materializer:
             raise CorruptObjectError(
                 f"stored files do not load as {self.name} {self.version}: {type(exc).__name__}: {exc}"
             ) from exc
+
+    def visualize(self, obj: Any) -> list[Visualization]:
+        """Views of the value for people (HTML, SVG, PNG, Markdown, CSV, text); none by default.
+
+        Called only when a visualization is asked for (the UI, ``put(...,
+        visualize=True)``, ``Store.visualizations``), never by a plain put.
+        """
+        return []
 
     def metadata(self, obj: Any) -> dict[str, Any]:
         """Facts shown by ``info`` without loading the data (str keys, plain values)."""

@@ -13,9 +13,10 @@ from cas.errors import (
     SourceNotFoundError,
     UnsupportedTypeError,
 )
-from materializers import valuecodec
+from materializers import valuecodec, visuals
 from materializers.base import ArtifactReader, ArtifactWriter, Materializer, type_name_of
 from materializers.registry import registry
+from materializers.visuals import Visualization
 
 
 class BytesMaterializer(Materializer):
@@ -41,6 +42,11 @@ class BytesMaterializer(Materializer):
     def metadata(self, obj: Any) -> dict[str, Any]:
         return {"length": memoryview(obj).nbytes}
 
+    def visualize(self, obj: Any) -> list[Visualization]:
+        data = bytes(memoryview(obj).cast("B")[: visuals.HEAD_BYTES * 2])
+        size = memoryview(obj).nbytes
+        return [visuals.summary([("size", visuals.nice_size(size))]), visuals.text_head(data)]
+
 
 class StrMaterializer(Materializer):
     """str, as UTF-8 (lone surrogates kept, so every str round-trips)."""
@@ -58,6 +64,11 @@ class StrMaterializer(Materializer):
 
     def metadata(self, obj: Any) -> dict[str, Any]:
         return {"length": len(obj)}
+
+    def visualize(self, obj: Any) -> list[Visualization]:
+        head = obj[: visuals.HEAD_BYTES].encode("utf-8", "replace")
+        lines = obj.count("\n") + 1
+        return [visuals.summary([("characters", f"{len(obj):,}"), ("lines", f"{lines:,}")]), visuals.text_head(head)]
 
 
 class ValueMaterializer(Materializer):
@@ -121,6 +132,9 @@ class ValueMaterializer(Materializer):
         if obj is None or isinstance(obj, (bool, float)) or (isinstance(obj, int) and -(2**63) <= obj < 2**63):
             return {"value": obj}
         return {}
+
+    def visualize(self, obj: Any) -> list[Visualization]:
+        return [visuals.readable_tree(obj)]
 
 
 class _PrefixedWriter:

@@ -16,8 +16,9 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from cas.errors import CorruptObjectError, UnsupportedTypeError
-from materializers import valuecodec
+from materializers import valuecodec, visuals
 from materializers.base import ArtifactReader, ArtifactWriter, Materializer
+from materializers.visuals import Visualization
 
 
 def _descr_in(value: Any) -> Any:
@@ -89,6 +90,24 @@ class NumpyMaterializer(Materializer):
         if arr.size:
             reader.read_into("data", _bytes_view(arr.T if order == "F" else arr))
         return arr[()] if meta.get("scalar") else arr
+
+    def visualize(self, obj: Any) -> list[Visualization]:
+        arr = np.asarray(obj)
+        facts: list[tuple[str, Any]] = [("shape", arr.shape), ("dtype", str(arr.dtype)),
+                                        ("size", visuals.nice_size(arr.nbytes))]  # fmt: skip
+        facts += visuals.finite_stats(arr)
+        found = [visuals.summary(facts)]
+        if arr.ndim == 1 and arr.dtype.kind in "biufc" and arr.size:
+            found.append(visuals.svg_histogram(arr))
+        if arr.dtype.kind in "biuf" and visuals.is_image_like(arr.shape):
+            image = visuals.png_image(arr)
+            if image is not None:
+                found.append(image)
+        if arr.ndim <= 2 and arr.size:
+            rows = arr[:20] if arr.ndim == 2 else arr[:20, None]
+            found.append(Visualization("head", "text/csv", "\n".join(
+                ",".join(str(v) for v in row[:20]) for row in rows.tolist()).encode()))  # fmt: skip
+        return found
 
     def metadata(self, obj: Any) -> dict[str, Any]:
         arr = np.asarray(obj)
