@@ -433,6 +433,34 @@ def clone(state: _Context, url: str, path: Path | None) -> None:
         state.say(f"cloned {url} into {store.url}: {sum(1 for _ in store.names())} names, {len(store.log())} runs")
 
 
+@main.command()
+@click.option("--port", "-p", type=int, default=8765, show_default=True, help="Port to serve on.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (only this machine by default).")
+@pass_state
+def ui(state: _Context, port: int, host: str) -> None:
+    """Browse artifacts, runs, lineage and visualizations in a web browser (read-only)."""
+    from cas.ui.app import serve
+
+    store = state.store()
+    where = (
+        "only this machine can connect"
+        if host in ("127.0.0.1", "localhost", "::1")
+        else "ANY machine that can reach it can read the store"
+    )
+    state.say(f"cas ui: http://{host}:{port}/ serving {store.url}, read-only; {where}. Ctrl-C stops it.")
+    serve(store, host=host, port=port)
+
+
+@main.command()
+@click.argument("ref")
+@pass_state
+def visualize(state: _Context, ref: str) -> None:
+    """Compute and store the visualizations of an artifact (the UI shows them)."""
+    found = state.store().visualizations(ref, save=True)
+    for v in found:
+        state.say(f"{v.name:12} {v.media_type:16} {len(v.data):>9,} bytes")
+
+
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def bench(ctx: click.Context) -> None:

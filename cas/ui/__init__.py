@@ -1,0 +1,1 @@
+"""The ``cas ui`` web app (needs Flask: installed with cas)."""

@@ -1,0 +1,168 @@
+"""``cas ui``: every page through Flask's client, then a real headless Chromium clicking through it.
+
+The browser test takes the README's screenshots (docs/screenshots/). It
+needs Debian's ``chromium`` and ``chromium-driver`` packages, which
+``.ci/run`` installs; elsewhere it is skipped.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import cas
+from cas import demo
+from cas.ui.app import create_app
+
+SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cas.Store]:
+    root = tmp_path_factory.mktemp("ui")
+    store = cas.open(root / "store")
+    demo.run(store, say=lambda *_: None)
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:96, 0:128]
+    image = np.stack([x / 128, y / 96, 0.5 + 0.5 * np.sin(x / 9) * np.cos(y / 7)], axis=-1)
+    store.put(image, "samples/image")
+    store.put(rng.normal(size=5000), "samples/noise")
+    store.put(pd.DataFrame({"city": ["Oslo", "Lima", "Pune"], "temp": [3.5, 19.0, None]}), "samples/table")
+    store.put({"params": {"lr": 0.1, "layers": [64, 32]}, "tags": ("a", "b")}, "samples/config")
+    yield store
+    store.close()
+
+
+def _files(store: cas.Store) -> dict[str, tuple[int, float]]:
+    return {k: (store.backend.size(k), store.backend.mtime(k)) for k in store.backend.list("")}
+
+
+def test_every_page_renders_and_nothing_writes(demo_store: cas.Store) -> None:
+    before = _files(demo_store)
+    client = create_app(demo_store).test_client()
+    seen, queue = set(), ["/artifacts", "/runs", "/store", "/store?fsck=1"]
+    while queue and len(seen) < 200:  # follow every link the pages offer
+        url = queue.pop()
+        if url in seen:
+            continue
+        seen.add(url)
+        response = client.get(url)
+        assert response.status_code in (200, 302), url
+        assert "Content-Security-Policy" in response.headers
+        if response.mimetype == "text/html" and "/view/" not in url:
+            queue += [u.replace("&amp;", "&") for u in re.findall(r'href="(/[^"#]*)"', response.data.decode())]
+    assert any("/lineage/" in u for u in seen) and any("/view/" in u or "/artifact/" in u for u in seen)
+    assert _files(demo_store) == before  # the UI never wrote to the store
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["/artifact/../../../etc/passwd", "/static/../app.py", "/static/%2e%2e/app.py", "/names/..%2F..%2Fetc",
+     "/names/%00x", "/artifact/" + "g" * 64, "/lineage/file/" + "a" * 64, "/run/../../x",
+     "/artifact/" + "a" * 64 + "/view/-1"],
+)  # fmt: skip
+def test_path_traversal_and_bad_ids_are_refused(demo_store: cas.Store, url: str) -> None:
+    response = create_app(demo_store).test_client().get(url)
+    assert response.status_code == 404
+    assert b"root:" not in response.data and b"def create_app" not in response.data
+
+
+def test_there_is_no_way_to_write(demo_store: cas.Store) -> None:
+    app = create_app(demo_store)
+    methods = {m for rule in app.url_map.iter_rules() for m in rule.methods or ()}
+    assert methods <= {"GET", "HEAD", "OPTIONS"}
+    assert app.test_client().post("/artifacts").status_code == 405
+
+
+def _browser() -> object:
+    webdriver = pytest.importorskip("selenium.webdriver")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.skip("chromium and chromium-driver are not installed (.ci/run installs them)")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(driver_path), options=options)
+
+
+def _not_blank(png: bytes) -> bool:
+    image = Image.open(io.BytesIO(png)).convert("RGB").resize((64, 48))
+    return len(image.getcolors(maxcolors=64 * 48) or []) > 12
+
+
+@pytest.fixture(scope="module")
+def server(demo_store: cas.Store) -> Iterator[str]:
+    from werkzeug.serving import make_server
+
+    httpd = make_server("127.0.0.1", 0, create_app(demo_store), threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+
+
+def test_a_browser_goes_artifact_run_lineage_input(server: str, demo_store: cas.Store) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser = _browser()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+
+        def shot(name: str) -> None:
+            png = browser.get_screenshot_as_png()  # type: ignore[attr-defined]
+            assert _not_blank(png), f"the {name} page rendered blank"
+            (SHOTS / f"{name}.png").write_bytes(png)
+
+        find, finds = browser.find_element, browser.find_elements  # type: ignore[attr-defined]
+        browser.get(server + "/artifacts")  # type: ignore[attr-defined]
+        assert "demo/model" in find(By.ID, "artifacts").text
+        shot("artifacts")
+        find(By.LINK_TEXT, "demo/model@3").click()
+        assert "cas.numpy" in find(By.ID, "facts").text or "cas.value" in find(By.ID, "facts").text
+        find(By.ID, "producer").click()  # the run that trained it
+        assert "train" in find(By.TAG_NAME, "h1").text
+        shot("run")
+        find(By.ID, "run-lineage").click()
+        nodes = finds(By.CSS_SELECTOR, "#graph a.node")
+        assert len(nodes) >= 5 and finds(By.CSS_SELECTOR, "#graph a.node.run")
+        shot("lineage")
+        inputs = [n for n in finds(By.CSS_SELECTOR, "#graph a.node.artifact") if "root" not in n.get_attribute("class")]
+        target = inputs[0].get_attribute("data-id")
+        browser.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", inputs[0])  # type: ignore[attr-defined]
+        assert target in find(By.TAG_NAME, "h1").text or target in browser.current_url  # type: ignore[attr-defined]
+        # Visualizations: an image, a histogram, tables in sandboxed frames.
+        image = demo_store.resolve("samples/image").hash
+        browser.get(f"{server}/artifact/{image}")  # type: ignore[attr-defined]
+        pictures = finds(By.CSS_SELECTOR, "figure.view img")
+        assert pictures and all(browser.execute_script("return arguments[0].naturalWidth", p) > 0 for p in pictures)  # type: ignore[attr-defined]
+        shot("artifact")
+        browser.get(f"{server}/artifact/{demo_store.resolve('samples/table').hash}")  # type: ignore[attr-defined]
+        frames = finds(By.CSS_SELECTOR, "figure.view iframe")
+        assert len(frames) >= 2 and all(f.get_attribute("sandbox") == "" for f in frames)
+        browser.switch_to.frame(frames[0])  # type: ignore[attr-defined]
+        assert "Oslo" in browser.page_source or "city" in browser.page_source  # type: ignore[attr-defined]
+        browser.switch_to.default_content()  # type: ignore[attr-defined]
+        shot("table")
+        browser.get(f"{server}/artifact/{demo_store.resolve('samples/noise').hash}")  # type: ignore[attr-defined]
+        assert any("histogram" in f.text for f in finds(By.CSS_SELECTOR, "figure.view"))
+        browser.get(server + "/runs")  # type: ignore[attr-defined]
+        assert "cache hit" in find(By.ID, "runs").text
+        shot("runs")
+        browser.get(server + "/store?fsck=1")  # type: ignore[attr-defined]
+        assert ": ok" in find(By.ID, "fsck").text
+        shot("store")
+    finally:
+        browser.quit()  # type: ignore[attr-defined]
