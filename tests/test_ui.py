@@ -76,6 +76,16 @@ def test_path_traversal_and_bad_ids_are_refused(demo_store: cas.Store, url: str)
     assert b"root:" not in response.data and b"def create_app" not in response.data
 
 
+def test_run_filters(demo_store: cas.Store) -> None:
+    client = create_app(demo_store).test_client()
+    page = client.get("/runs?step=train").data.decode()
+    assert page.count("<td>demo.train</td>") == 3 and "demo.split" not in page and "end of the log" in page
+    pipeline_id = demo_store.log(limit=1)[0].pipeline["id"]
+    assert client.get(f"/runs?pipeline={pipeline_id}").data.decode().count("<tr class=") == 5
+    page = client.get("/runs?name=demo/model").data.decode()
+    assert "demo.train" in page and "demo.make_dataset" not in page
+
+
 def test_there_is_no_way_to_write(demo_store: cas.Store) -> None:
     app = create_app(demo_store)
     methods = {m for rule in app.url_map.iter_rules() for m in rule.methods or ()}

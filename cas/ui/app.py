@@ -10,6 +10,7 @@ images, everything else as escaped text, under a strict content policy.
 from __future__ import annotations
 
 import io
+import itertools
 import re
 import time
 import zipfile
@@ -28,6 +29,8 @@ from cas.ui.graph import to_svg
 from materializers.visuals import Visualization, nice_size
 
 PAGE = 50
+#: A filtered run list reads at most this many runs per page.
+MAX_SCAN = 5_000
 _HEX = re.compile(r"[0-9a-f]{64}")
 _POLICY = ("default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; frame-src 'self'; "
            "form-action 'self'; base-uri 'none'; frame-ancestors 'self'")  # fmt: skip
@@ -148,19 +151,33 @@ def create_app(store: cas.Store) -> Flask:
             check_name(name)
             wanted = {bytes.fromhex(r.hash) for r in store.versions(name)}
         found: list[Run] = []
-        skip = page * PAGE
-        for run in store.runs(step=step):
+        filtered = bool(step or wanted is not None or pipeline)
+        # Unfiltered pages skip straight to their runs; filtered ones read at most MAX_SCAN runs
+        # from a cursor (the position in the log) and link to where they stopped.
+        start = request.args.get("from", 0, type=int) or 0 if filtered else page * PAGE
+        position = start
+        next_from: int | None = None
+        for run_hash in itertools.islice(store.run_index.newest(), start, None):
+            if filtered and position - start >= MAX_SCAN:
+                next_from = position
+                break
+            position += 1
+            try:
+                run = store.run(run_hash)
+            except CasError:
+                continue
+            if step and run.step != step and run.step.rsplit(".", 1)[-1] != step:
+                continue
             if pipeline and (run.pipeline or {}).get("id") != pipeline:
                 continue
             if wanted is not None and not wanted & {*run.inputs.values(), *run.outputs.values()}:
                 continue
-            if skip:
-                skip -= 1
-                continue
-            found.append(run)
-            if len(found) > PAGE:
+            if len(found) == PAGE:
+                next_from = position - 1
                 break
-        return render_template("runs.html", runs=found[:PAGE], page=page, more=len(found) > PAGE,
+            found.append(run)
+        more = next_from is not None
+        return render_template("runs.html", runs=found, page=page, more=more, filtered=filtered, next_from=next_from,
                                step=step or "", name=name or "", pipeline=pipeline or "")  # fmt: skip
 
     @app.route("/run/<hex_hash>")
