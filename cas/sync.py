@@ -27,7 +27,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from cas import codec
+from cas import codec, visualize
 from cas.errors import BackendError, CasError, CorruptObjectError, InvalidNameError, RefConflictError, RefNotFoundError
 from cas.hashing import short, to_hex
 from cas.objects import Artifact, RefRecord, Tree
@@ -365,16 +365,30 @@ class _Plan:
         needed = set(runs)
         for reached in self.pool.map(self._reach, sorted(artifacts)):
             needed |= reached
+        records = self._visualizations(artifacts)
+        loose = set(runs) | {d for r in records for _, _, d, _ in r.items}
+        needed |= loose
         missing, present = lacking(self.dst.objects, needed, self.pool)
         label = "pushing" if self.report.action == "push" else "pulling"
         with Progress(f"{label} objects", len(missing), enabled=progress) as bar:
             self._add(copy_objects(self.src.objects, self.dst.objects, missing, self.pool,
-                                   loose=set(runs), progress=lambda _: bar.advance()))  # fmt: skip
+                                   loose=loose, progress=lambda _: bar.advance()))  # fmt: skip
             touched, gone = freshen(self.dst.objects, present, self.pool)
             self.report.freshened += touched
             if gone:  # removed by the other side's gc since we asked: copy them after all
                 again, _ = lacking(self.dst.objects, gone, self.pool)
-                self._add(copy_objects(self.src.objects, self.dst.objects, again, self.pool, loose=set(runs)))
+                self._add(copy_objects(self.src.objects, self.dst.objects, again, self.pool, loose=loose))
+        for record in records:  # after the documents they list
+            key = visualize.record_key(record.artifact)
+            self.dst.backend.write(key, codec.seal(record.to_bytes()))
+
+    def _visualizations(self, artifacts: set[bytes]) -> list[visualize.VisualizationRecord]:
+        """The source's visualization records of these artifacts that the destination lacks."""
+        keys = {visualize.record_key(a): a for a in artifacts}
+        there = present_keys(self.src.backend, keys, self.pool, whole=visualize.FOLDER)
+        there -= present_keys(self.dst.backend, there, self.pool, whole=visualize.FOLDER)
+        found = self.pool.map(lambda k: visualize.read_record(self.src, keys[k]), sorted(there))
+        return [r for r in found if r is not None]
 
     def _add(self, stats: CopyStats) -> None:
         self.report.objects += stats.objects

@@ -363,3 +363,20 @@ def test_presence_is_asked_in_batches(tmp_path: Path) -> None:
         assert present_keys(backend, keys[:100], pool, whole="objects/") == set(keys[:100:2])
         assert backend.calls == Counter(list=1)
     backend.close()
+
+
+def test_visualizations_travel_with_their_artifacts(tmp_path: Path) -> None:
+    with cas.open(tmp_path / "here") as here, cas.open(tmp_path / "there") as there:
+        here.put(np.arange(100.0), "series", visualize=True)
+        here.put(np.arange(5.0), "plain")
+        assert here.push(there).refs == ["plain@1", "series@1"]
+        names = [v.name for v in here.visualizations("series")]
+        assert "histogram" in names
+        assert there.backend.exists(
+            f"visualizations/{there.resolve('series').hash[:2]}/{there.resolve('series').hash[2:]}"
+        )
+        assert [v.name for v in there.visualizations("series")] == names  # stored: not recomputed
+        plain = there.resolve("plain").hash
+        assert not there.backend.exists(f"visualizations/{plain[:2]}/{plain[2:]}")
+        assert there.fsck().ok
+        assert not here.push(there).changed
