@@ -196,6 +196,24 @@ class _Sweeper:
             return False
         return True
 
+    def remove_if_old(self, key: str, kind: str) -> bool:
+        """Delete a data file (object or pack) unless a writer refreshed it at the last moment.
+
+        The backend re-checks the timestamp as it deletes (on a local disk
+        atomically: it moves the file aside first), so a writer that reuses
+        the file either refreshed it in time or finds it gone and writes anew.
+        """
+        try:
+            size = self.backend.size(key)
+            if not self.report.dry_run and not self.backend.delete_if_old(key, self.cutoff):
+                self.report.kept_young += 1
+                return False
+        except FileNotFoundError:
+            return False
+        self.report.removed[kind] += 1
+        self.report.freed[kind] += size
+        return True
+
     def remove(self, key: str, kind: str) -> None:
         try:
             size = self.backend.size(key)
@@ -219,7 +237,7 @@ class _Sweeper:
                         kind = kind_of_stored(self.backend.read(key))
                     except FileNotFoundError:
                         continue
-                    self.remove(key, kind if h is not None else "stray")
+                    self.remove_if_old(key, kind if h is not None else "stray")
 
     def packs(self, packs: dict[bytes, list[PackEntry]], threshold: float) -> None:
         pack_files = list(self.backend.list("packs/"))  # before repacking adds new ones
@@ -243,8 +261,8 @@ class _Sweeper:
             if dead == 0 or not self.old(key):
                 continue
             if not live:
-                self.remove(key, "pack")
-                self.remove(index_key(pack_id), "pack index")
+                if self.remove_if_old(key, "pack"):
+                    self.remove(index_key(pack_id), "pack index")
                 if not self.report.dry_run:
                     self.store.objects.forget_pack(pack_id)
             elif dead > threshold * total:

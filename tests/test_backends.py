@@ -132,3 +132,19 @@ def test_list_hex_lists_what_list_does(backend: Backend) -> None:
     backend.write("namesake/0", b"")  # a neighbour with the same prefix is not listed
     assert set(backend.list_hex("names/")) == set(backend.list("names/")) == keys
     assert list(backend.list_hex("nothing/")) == []
+
+
+def test_delete_if_old_keeps_what_was_refreshed(backend: Backend) -> None:
+    backend.write("packs/ab/old", b"x" * 100)
+    backend.write("packs/ab/young", b"y" * 100)
+    cutoff = time.time() + 0.5  # everything written so far is older than this...
+    assert backend.delete_if_old("packs/ab/old", cutoff)
+    assert not backend.exists("packs/ab/old")
+    time.sleep(2.1)  # object stores keep whole seconds
+    backend.touch("packs/ab/young")  # ...unless a writer refreshed it after gc looked
+    assert not backend.delete_if_old("packs/ab/young", cutoff)
+    assert backend.read("packs/ab/young") == b"y" * 100
+    with pytest.raises(FileNotFoundError):
+        backend.delete_if_old("packs/ab/gone", cutoff)
+    if isinstance(backend, LocalBackend):
+        assert list(backend.list("tmp/")) == []  # nothing left aside

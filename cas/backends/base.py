@@ -91,6 +91,17 @@ class Backend(ABC):
     def delete(self, key: str) -> None:
         """Remove ``key``; FileNotFoundError if absent."""
 
+    def delete_if_old(self, key: str, cutoff: float) -> bool:
+        """Delete ``key`` if its timestamp is still at or before ``cutoff``; return whether it went.
+
+        gc's last step: the check and the delete are as close as the backend
+        allows (object stores: a request apart; the local disk: atomic).
+        """
+        if self.mtime(key) > cutoff:
+            return False
+        self.delete(key)
+        return True
+
     @abstractmethod
     def size(self, key: str) -> int:
         """Size of the value at ``key`` in bytes."""

@@ -266,6 +266,25 @@ class LocalBackend(Backend):
         self._forget_fd(key)
         os.unlink(self._path(key))
 
+    @_os_errors
+    def delete_if_old(self, key: str, cutoff: float) -> bool:
+        """Move the file aside, then look at its timestamp: a writer's refresh either came
+        before the move (the file goes back) or finds no file (and the writer writes anew)."""
+        path = self._path(key)
+        aside = self.temp_path()
+        os.rename(path, aside)  # FileNotFoundError if it has gone already
+        self._forget_fd(key)
+        try:
+            if os.stat(aside).st_mtime > cutoff:
+                try:
+                    os.link(aside, path)  # back in place, unless a writer stored it again meanwhile
+                except FileExistsError:
+                    pass
+                return False
+            return True
+        finally:
+            os.unlink(aside)
+
     def _forget_fd(self, key: str) -> None:
         with self._fd_lock:
             held = self._fds.pop(key, None)
