@@ -103,8 +103,11 @@ class ObjectStore:
             # Where asking costs as much as writing (object stores), small objects are just
             # written again: same bytes, and the new timestamp is the freshen.
             if (self.backend.cheap_exists or len(raw) > SMALL_REWRITE) and self.backend.exists(key):
-                self.backend.touch(key)
-                return d
+                try:
+                    self.backend.touch(key)
+                    return d
+                except FileNotFoundError:
+                    pass  # gc took it between the two calls: write it again
             if compress is None:
                 compress = codec.worth_compressing(raw, self.compression_level)
             header, payload = codec.encode(raw, compress=compress, level=self.compression_level)

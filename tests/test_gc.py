@@ -296,3 +296,21 @@ def test_a_writer_with_a_stale_index_stores_collected_chunks_again(tmp_path: Pat
         writer.put(data, "reborn")
         assert writer.get("reborn") == data
         assert collector.fsck().ok
+
+
+def test_a_loose_object_collected_between_exists_and_refresh_is_written_again(
+    local_store: cas.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(100_000)
+    ref = local_store.put(data)
+    backend = local_store.backend
+    real_touch = backend.touch
+
+    def gc_strikes_first(key: str) -> None:
+        backend.delete(key)  # gc removed it after put_object saw it exist
+        real_touch(key)
+
+    monkeypatch.setattr(backend, "touch", gc_strikes_first)
+    assert local_store.put(data, "again").hash == ref.hash
+    monkeypatch.setattr(backend, "touch", real_touch)
+    assert local_store.get("again") == data
