@@ -388,28 +388,24 @@ def _transfer_args(state: _Context, args: tuple[str, ...]) -> tuple[str | None, 
     return None, list(args)
 
 
-@main.command()
-@click.argument("args", nargs=-1, metavar="[REMOTE] [REF]...")
-@_CONFLICT
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@pass_state
-def push(state: _Context, args: tuple[str, ...], on_conflict: str, as_json: bool) -> None:
-    """Copy refs (default: all, with every run) and their history to REMOTE (default: origin)."""
-    remote_name, refs = _transfer_args(state, args)
-    report = state.store().push(remote_name, refs, on_conflict=on_conflict, progress=None if not as_json else False)
-    _transfer_report(state, report, as_json)
+def _transfer_command(action: str, help_text: str) -> None:
+    """``cas push`` and ``cas pull``: the same arguments, opposite directions."""
+
+    @main.command(name=action, help=help_text)
+    @click.argument("args", nargs=-1, metavar="[REMOTE] [REF]...")
+    @_CONFLICT
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    @pass_state
+    def command(state: _Context, args: tuple[str, ...], on_conflict: str, as_json: bool) -> None:
+        remote_name, refs = _transfer_args(state, args)
+        store = state.store()
+        move = store.push if action == "push" else store.pull
+        report = move(remote_name, refs, on_conflict=on_conflict, progress=None if not as_json else False)
+        _transfer_report(state, report, as_json)
 
 
-@main.command()
-@click.argument("args", nargs=-1, metavar="[REMOTE] [REF]...")
-@_CONFLICT
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@pass_state
-def pull(state: _Context, args: tuple[str, ...], on_conflict: str, as_json: bool) -> None:
-    """Copy refs (default: all, with every run) and their history from REMOTE (default: origin)."""
-    remote_name, refs = _transfer_args(state, args)
-    report = state.store().pull(remote_name, refs, on_conflict=on_conflict, progress=None if not as_json else False)
-    _transfer_report(state, report, as_json)
+_transfer_command("push", "Copy refs (default: all, with every run) and their history to REMOTE (default: origin).")
+_transfer_command("pull", "Copy refs (default: all, with every run) and their history from REMOTE (default: origin).")
 
 
 def _transfer_report(state: _Context, report: cas.TransferReport, as_json: bool) -> None:

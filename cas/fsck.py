@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cas import codec, visualize
-from cas.errors import CasError
+from cas.errors import CasError, CorruptObjectError
 from cas.gc import key_hash, mark, rewrite_pack
 from cas.hashing import short
 from cas.objects import ChunkMap, PackEntry, PackIndex, kind_of
@@ -108,6 +109,12 @@ def _check_pack(store: Store, pack_id: bytes) -> tuple[list[PackEntry], list[Pac
     return good, bad, problems, size
 
 
+def _run_hash(raw: bytes, key: str) -> bytes:
+    if len(raw) != 32:
+        raise CorruptObjectError(f"{key}: not a run hash", key=key)
+    return raw
+
+
 def _check_side_files(store: Store, report: FsckReport, *, repair: bool) -> None:
     """Index copies, chunk maps, cache entries and ref files: each verified against its checksum.
 
@@ -136,35 +143,24 @@ def _check_side_files(store: Store, report: FsckReport, *, repair: bool) -> None
                 report.repaired.append(f"rewrote {key} from its pack's trailer")
         else:
             report.checked["index"] += 1
-    for folder, kind in (("chunkmaps/", "chunkmap"), ("cache/", "cache entry")):
+    sealed: list[tuple[str, str, Callable[[bytes, str], object]]] = [
+        ("chunkmaps/", "chunkmap", lambda raw, key: ChunkMap.from_bytes(raw, key=key)),
+        ("cache/", "cache entry", _run_hash),
+        (visualize.FOLDER, "visualizations", lambda raw, key: visualize.VisualizationRecord.from_bytes(raw, key=key)),
+    ]
+    for folder, kind, validate in sealed:
         for key in list(backend.list(folder)):
             try:
-                raw = codec.unseal(backend.read(key), key=key)
-                if kind == "chunkmap":
-                    ChunkMap.from_bytes(raw, key=key)
-                elif len(raw) != 32:
-                    raise CasError(f"{key}: not a run hash")
+                validate(codec.unseal(backend.read(key), key=key), key)
             except FileNotFoundError:
                 continue
             except CasError as exc:
                 report.corrupt.append(str(exc))
-                if repair:
+                if repair:  # each is a cache or is recomputed: never a ref
                     backend.delete(key)
                     report.repaired.append(f"removed damaged {kind} {key}")
             else:
                 report.checked[kind] += 1
-    for key in list(backend.list(visualize.FOLDER)):
-        try:
-            visualize.VisualizationRecord.from_bytes(codec.unseal(backend.read(key), key=key), key=key)
-        except FileNotFoundError:
-            continue
-        except CasError as exc:
-            report.corrupt.append(str(exc))
-            if repair:
-                backend.delete(key)
-                report.repaired.append(f"removed damaged visualization record {key}")
-        else:
-            report.checked["visualizations"] += 1
     for _key, record in store.refs.all_records():
         if isinstance(record, CasError):
             report.corrupt.append(str(record))

@@ -191,3 +191,12 @@ def test_remote_push_pull_clone(cli, tmp_path: Path) -> None:  # type: ignore[no
     assert cli("remote", "remove", "origin").exit_code == 0
     missing = CliRunner().invoke(main, ["--store", str(tmp_path / "copy"), "remote", "remove", "nope"])
     assert missing.exit_code == 1 and "no remote" in missing.output
+
+
+def test_visualize_and_ui_help(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "notes.txt").write_text("first line\nsecond line\n")
+    assert cli("put", "notes.txt", "-n", "notes").exit_code == 0
+    shown = cli("visualize", "notes")
+    assert shown.exit_code == 0 and "files" in shown.output and "text/html" in shown.output
+    helped = cli("ui", "--help")
+    assert helped.exit_code == 0 and "127.0.0.1" in helped.output and "only this machine" in helped.output
