@@ -176,3 +176,33 @@ def test_a_browser_goes_artifact_run_lineage_input(server: str, demo_store: cas.
         shot("store")
     finally:
         browser.quit()  # type: ignore[attr-defined]
+
+
+def test_cas_ui_serves_on_localhost(demo_store: cas.Store) -> None:
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "cas.cli", "--store", demo_store.url, "ui", "--port", str(port)],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert server.stdout is not None
+        banner = server.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in banner and "read-only" in banner and "only this machine" in banner
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/artifacts", timeout=5) as response:
+                    assert b"demo/model" in response.read()
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("cas ui did not answer")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
