@@ -432,11 +432,14 @@ def clone(state: _Context, url: str, path: Path | None) -> None:
 @main.command()
 @click.option("--port", "-p", type=int, default=8765, show_default=True, help="Port to serve on.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (only this machine by default).")
+@click.option("--store", "store_url", metavar="URL", help="The store to serve (as the global --store).")
 @pass_state
-def ui(state: _Context, port: int, host: str) -> None:
+def ui(state: _Context, port: int, host: str, store_url: str | None) -> None:
     """Browse artifacts, runs, lineage and visualizations in a web browser (read-only)."""
     from cas.ui.app import serve
 
+    if store_url:
+        state.store_url = store_url
     store = state.store()
     where = (
         "only this machine can connect"

@@ -188,7 +188,7 @@ def test_cas_ui_serves_on_localhost(demo_store: cas.Store) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "cas.cli", "--store", demo_store.url, "ui", "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "cas.cli", "ui", "--store", demo_store.url, "--port", str(port)],
                               stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert server.stdout is not None
