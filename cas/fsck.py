@@ -12,7 +12,7 @@ from cas.errors import CasError, CorruptObjectError
 from cas.gc import key_hash, mark, rewrite_pack
 from cas.hashing import short
 from cas.objects import ChunkMap, PackEntry, PackIndex, kind_of
-from cas.objectstore import PACK_TRAILER_MAGIC, check_entry_header, pack_key
+from cas.objectstore import PACK_TRAILER_MAGIC, check_entry_header, index_key, pack_key
 from cas.progress import Progress
 
 if TYPE_CHECKING:
@@ -186,7 +186,12 @@ def check(store: Store, *, repair: bool = False, progress: bool | None = None) -
                 corrupt_loose.append(key)
             elif kind != "gone":
                 report.checked[kind] += 1
-    pack_ids = sorted(store.objects.pack_ids())
+    # An index whose pack has gone is what a gc interrupted between its two deletes leaves:
+    # harmless unless the pack held chunks something still needs (judged after marking).
+    all_packs = sorted(store.objects.pack_ids())
+    gone_packs = [p for p, there in zip(all_packs, store.objects.executor.map(
+        lambda p: backend.exists(pack_key(p)), all_packs), strict=True) if not there]  # fmt: skip
+    pack_ids = [p for p in all_packs if p not in set(gone_packs)]
     damaged: dict[bytes, list[PackEntry]] = {}
     with Progress("checking packs", len(pack_ids), enabled=progress) as bar:
         for pack_id, (good, bad, problems, size) in zip(
@@ -212,9 +217,25 @@ def check(store: Store, *, repair: bool = False, progress: bool | None = None) -
         store.objects.refresh_index()
     marks = mark(store, strict=False, progress=progress)
     report.missing += marks.missing
+    for pack_id in gone_packs:
+        try:
+            entries = store.objects.read_pack_index(pack_id).entries
+        except CasError:
+            entries = ()
+        needed = [e.digest for e in entries if e.digest in marks.chunks or e.digest in marks.objects]
+        if needed:
+            report.missing.append(f"pack {short(pack_id)} (holding {len(needed)} chunks still needed)")
+        else:
+            report.dangling.append(f"index {short(pack_id)} of a removed pack")
+            if repair:
+                backend.delete(index_key(pack_id))
+                report.repaired.append(f"removed the index of removed pack {short(pack_id)}")
+    gone_set = set(gone_packs)
     for d in sorted(marks.chunks):
-        if not (store.objects.knows_chunk(d) or store.objects.has_object(d)):
-            report.missing.append(f"chunk {short(d)}")
+        loc = store.objects.locate(d)
+        if (loc is None or loc.pack in gone_set) and not store.objects.has_object(d):
+            if loc is None:
+                report.missing.append(f"chunk {short(d)}")
     for key in keys:
         h = key_hash(key)
         if h is not None and h not in marks.objects and h not in marks.chunks and backend.exists(key):

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cas
+from cas.objects import Artifact, Tree
 from cas.objectstore import object_key
 
 
@@ -314,3 +315,26 @@ def test_a_loose_object_collected_between_exists_and_refresh_is_written_again(
     assert local_store.put(data, "again").hash == ref.hash
     monkeypatch.setattr(backend, "touch", real_touch)
     assert local_store.get("again") == data
+
+
+def test_an_index_left_by_an_interrupted_gc_is_a_leftover_unless_its_chunks_are_needed(local_store: cas.Store) -> None:
+    data = os.urandom(3 << 20)
+    local_store.put(data, "doomed")
+    local_store.put(os.urandom(3 << 20), "kept")
+    doomed_pack = local_store.objects.locate(Tree.from_bytes(local_store.objects.get_object(
+        Artifact.from_bytes(local_store.objects.get_object(bytes.fromhex(local_store.resolve("doomed").hash))).tree
+    )).entries[0].chunks[0][0]).pack  # fmt: skip
+    local_store.delete("doomed")
+    local_store.backend.delete(f"packs/{doomed_pack.hex()[:2]}/{doomed_pack.hex()}")  # gc died before the index
+    report = local_store.fsck()
+    assert report.ok and any("removed pack" in d for d in report.dangling)
+    local_store.gc(grace=0)
+    assert not local_store.backend.exists(f"index/{doomed_pack.hex()}")
+    assert local_store.fsck().ok and local_store.get("kept")
+    # The same damage to a pack that something still needs is reported.
+    kept = local_store.objects.locate(Tree.from_bytes(local_store.objects.get_object(
+        Artifact.from_bytes(local_store.objects.get_object(bytes.fromhex(local_store.resolve("kept").hash))).tree
+    )).entries[0].chunks[0][0]).pack  # fmt: skip
+    local_store.backend.delete(f"packs/{kept.hex()[:2]}/{kept.hex()}")
+    report = local_store.fsck()
+    assert not report.ok and any("still needed" in m for m in report.missing)
