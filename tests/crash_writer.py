@@ -36,8 +36,13 @@ def _payload(rng: random.Random, base: bytes) -> bytes:
     return base[:cut] + rng.randbytes(rng.randrange(1, 100_000)) + base[cut:]
 
 
-def work(url: str, journal: str, seed: int, base_seed: int = 7) -> None:
-    """Put, name, tag, record runs, delete and collect garbage until killed."""
+def work(url: str, journal: str, seed: int, env: dict[str, str] | None = None, base_seed: int = 7) -> None:
+    """Put, name, tag, record runs, delete and collect garbage until killed.
+
+    ``env`` (credentials, endpoint) is set first: a forkserver's children
+    inherit the environment it started with, not the test's current one.
+    """
+    os.environ.update(env or {})
     rng = random.Random(seed)
     base = random.Random(base_seed).randbytes(2 << 20)
     committed: list[tuple[str, str]] = []  # (ref, artifact)

@@ -103,7 +103,8 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, kind: str, requ
                 ops += Journal.read(journal_path).ops
             url = str(tmp_path / f"store{k}") if kind == "local" else f"s3://{BUCKET}/{uuid.uuid4().hex}"
             journal_path = tmp_path / f"journal{k}"
-        writer = ctx.Process(target=crash_writer.work, args=(url, str(journal_path), rng.randrange(1 << 30)))
+        env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+        writer = ctx.Process(target=crash_writer.work, args=(url, str(journal_path), rng.randrange(1 << 30), env))
         writer.start()
         time.sleep(rng.uniform(0.01, 0.3) if kind == "local" else rng.uniform(0.2, 2.5))
         os.kill(writer.pid, signal.SIGKILL)  # type: ignore[arg-type]
@@ -113,4 +114,4 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, kind: str, requ
     collected += finish(url, Journal.read(journal_path))
     ops += Journal.read(journal_path).ops
     print(f"\n{kind}: {kills} kills survived, {ops} operations journaled, gc removed {collected} leftovers")
-    assert ops > (kills if kind == "local" else 0)  # the writers got work done between kills
+    assert ops > kills  # the writers got work done between kills
