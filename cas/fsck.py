@@ -12,7 +12,7 @@ from cas.errors import CasError, CorruptObjectError
 from cas.gc import key_hash, mark, rewrite_pack
 from cas.hashing import short
 from cas.objects import ChunkMap, PackEntry, PackIndex, kind_of
-from cas.objectstore import PACK_TRAILER_MAGIC, check_entry_header, index_key, pack_key
+from cas.objectstore import PACK_TRAILER_MAGIC, index_key, pack_key, verify_packed
 from cas.progress import Progress
 
 if TYPE_CHECKING:
@@ -92,15 +92,8 @@ def _check_pack(store: Store, pack_id: bytes) -> tuple[list[PackEntry], list[Pac
         start = entries[i].offset
         window = memoryview(store.backend.read_range(key, start, entries[j - 1].offset + entries[j - 1].stored - start))
         for entry in entries[i:j]:
-            name = f"chunk {short(entry.digest)} in pack {short(pack_id)}"
-            stored = window[entry.offset - start : entry.offset - start + entry.stored]
             try:
-                if len(stored) != entry.stored:
-                    raise CasError(f"{name}: truncated")
-                header = codec.parse_header(stored, key=name)
-                check_entry_header(header, entry, name)
-                raw = codec.decode_payload(header, stored[codec.HEADER_SIZE :], key=name)
-                codec.verify(raw, entry.digest, key=name)
+                verify_packed(window[entry.offset - start : entry.offset - start + entry.stored], entry, pack_id)
                 good.append(entry)
             except CasError as exc:
                 bad.append(entry)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -26,7 +27,7 @@ from cas import codec, visualize
 from cas.errors import CasError, CorruptObjectError, IntegrityError
 from cas.hashing import short
 from cas.objects import Artifact, ChunkMap, PackEntry, Tree, kind_of_stored
-from cas.objectstore import check_entry_header, index_key, pack_key
+from cas.objectstore import index_key, pack_key, verify_packed
 from cas.progress import Progress
 from cas.runs import Run
 
@@ -363,24 +364,15 @@ def rewrite_pack(
     """
     backend = store.backend
     old_key = pack_key(pack_id)
-    sink = backend.open_sink()
-    try:
-        offset = 0
-        entries = []
+
+    def copied() -> Iterator[tuple[bytes, list[bytes], int, int]]:
         for entry in keep:
             data = backend.read_range(old_key, entry.offset, entry.stored)
-            name = f"chunk {short(entry.digest)} in pack {short(pack_id)}"
-            header = codec.parse_header(data, key=name)
-            check_entry_header(header, entry, name)
-            raw = codec.decode_payload(header, memoryview(data)[codec.HEADER_SIZE :], key=name)
-            codec.verify(raw, entry.digest, key=name)
-            sink.pwrite(offset, [data])
-            entries.append(PackEntry(entry.digest, offset, entry.stored, entry.raw_size, entry.codec))
-            offset += entry.stored
-    except BaseException:
-        sink.abort()
-        raise
-    new_id, index = store.objects.finish_pack(sink, entries, offset)  # the new pack and its index first...
+            verify_packed(data, entry, pack_id)
+            yield entry.digest, [data], entry.raw_size, entry.codec
+
+    # The new pack and its index first...
+    new_id, index, _ = store.objects.write_pack(copied(), register=False)
     try:
         refreshed = unless_fresher_than is not None and backend.mtime(old_key) > unless_fresher_than
     except FileNotFoundError:

@@ -13,7 +13,7 @@ writes nothing and refreshes its timestamp, so gc's grace period covers it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -133,20 +133,41 @@ class ObjectStore:
             return
         with self._batch_lock:
             items, self._batch = self._batch, {}
+        self.write_pack((d, [header, payload], raw_size, header[codec.CODEC_BYTE])
+                        for d, (header, payload, raw_size) in items.items())  # fmt: skip
+
+    def write_pack(
+        self,
+        objects: Iterable[tuple[bytes, Sequence[Buffer], int, int]],
+        *,
+        on_written: Callable[[int], None] | None = None,
+        register: bool = True,
+    ) -> tuple[bytes, PackIndex, int]:
+        """Write ``(digest, stored pieces, raw size, codec)`` objects as one new pack, then its index.
+
+        Returns (pack id, index, bytes). Nothing is visible if it fails part-way.
+        ``register=False`` leaves the pack out of this process's index (the
+        caller registers it, as a repack does once the old pack is forgotten).
+        """
         sink = self.backend.open_sink()
         entries = []
         offset = 0
         try:
-            for d, (header, payload, raw_size) in items.items():
-                sink.pwrite(offset, [header, payload])
-                entries.append(PackEntry(d, offset, len(header) + len(payload), raw_size, header[codec.CODEC_BYTE]))
-                offset += len(header) + len(payload)
+            for d, pieces, raw_size, codec_id in objects:
+                stored = sum(len(p) for p in pieces)
+                sink.pwrite(offset, pieces)
+                entries.append(PackEntry(d, offset, stored, raw_size, codec_id))
+                offset += stored
+                if on_written is not None:
+                    on_written(stored)
         except BaseException:
             sink.abort()
             raise
         with backend_errors("packs/"):
             pack_id, index = self.finish_pack(sink, entries, offset)
-        self.register_pack(pack_id, index)
+        if register:
+            self.register_pack(pack_id, index)
+        return pack_id, index, offset
 
     def get_object(self, d: bytes) -> bytes:
         """Read and verify an object: loose, or (written by a batch) in a pack."""
@@ -440,14 +461,19 @@ class ObjectStore:
                 data = self.backend.read_range(key, entry.offset, entry.stored)
             except FileNotFoundError:
                 raise ObjectNotFoundError(f"pack {short(loc.pack)} is missing") from None
-        name = f"chunk {short(entry.digest)} in pack {short(loc.pack)}"
-        if len(data) != entry.stored:
-            raise CorruptObjectError(f"{name}: truncated", key=key)
-        header = codec.parse_header(data, key=name)
-        check_entry_header(header, entry, name)
-        raw = codec.decode_payload(header, memoryview(data)[codec.HEADER_SIZE :], key=name)
-        codec.verify(raw, entry.digest, key=name)
-        return bytes(raw)
+        return bytes(verify_packed(data, entry, loc.pack))
+
+
+def verify_packed(stored: Buffer, entry: PackEntry, pack_id: bytes) -> Buffer:
+    """The raw bytes of a pack entry's stored form, checked: length, header against the index, hash."""
+    name = f"chunk {short(entry.digest)} in pack {short(pack_id)}"
+    if len(stored) != entry.stored:
+        raise CorruptObjectError(f"{name}: truncated", key=pack_key(pack_id))
+    header = codec.parse_header(stored, key=name)
+    check_entry_header(header, entry, name)
+    raw = codec.decode_payload(header, memoryview(stored)[codec.HEADER_SIZE :], key=name)
+    codec.verify(raw, entry.digest, key=name)
+    return raw
 
 
 def check_entry_header(header: codec.Header, entry: PackEntry, name: str) -> None:

@@ -102,6 +102,42 @@ def parse_ref(text: str) -> RefSpec:
     return RefSpec(name, selector)
 
 
+def parse_ref_key(key: str) -> tuple[str, str, str] | None:
+    """``refs/<name>/@<kind>/<selector>`` -> (name, kind, selector); None for tombstones and strays."""
+    if not key.startswith("refs/"):
+        return None
+    name, sep, rest = key[len("refs/") :].partition("/@")
+    kind, sep2, selector = rest.partition("/")
+    if not sep or not sep2 or kind not in ("v", "label", "tag") or not selector or "/" in selector:
+        return None
+    if kind == "v" and not (_DIGITS.fullmatch(selector) and not selector.startswith("0")):
+        return None
+    return name, kind, selector
+
+
+def names_key(target: bytes, name: str, number: int | str) -> str:
+    """The reverse-index entry saying version ``number`` of ``name`` is ``target``."""
+    return f"names/{target.hex()}/{name}/@v/{number}"
+
+
+def gone_key(name: str, number: int | str) -> str:
+    """The tombstone of a deleted version number."""
+    return f"refs/{name}/@gone/{number}"
+
+
+def _names_entry(key: str) -> tuple[bytes, str, int] | None:
+    """``names/<artifact>/<name>/@v/<n>`` -> (artifact, name, n); None for strays."""
+    head, _, rest = key[len("names/") :].partition("/")
+    name, sep, number = rest.rpartition("/@v/")
+    if not sep or not _DIGITS.fullmatch(number):
+        return None
+    try:
+        target = bytes.fromhex(head)
+    except ValueError:
+        return None
+    return (target, name, int(number)) if len(target) == 32 else None
+
+
 def _encode(record: RefRecord) -> bytes:
     return codec.seal(record.to_bytes())  # ref files are not content-addressed: they carry a checksum
 
@@ -156,7 +192,7 @@ class RefStore:
             if self.backend.create(f"refs/{name}/@v/{number}", _encode(record)):
                 self._next[name] = number + 1
                 # Reverse index (artifact -> names), for lineage labels; rebuildable from refs/.
-                self.backend.write(f"names/{target.hex()}/{name}/@v/{number}", b"")
+                self.backend.write(names_key(target, name, number), b"")
                 if label is not None:
                     self.backend.write(f"refs/{name}/@label/{label}", _encode(record))
                 return record
@@ -205,9 +241,9 @@ class RefStore:
             if tag_record.number == number:
                 self._delete(f"refs/{name}/@tag/{tag}")
                 removed.append(f"{name}@{tag}")
-        self._delete(f"names/{record.target.hex()}/{name}/@v/{number}")
+        self._delete(names_key(record.target, name, number))
         # A tombstone keeps the number from being handed out again.
-        self.backend.write(f"refs/{name}/@gone/{number}", b"")
+        self.backend.write(gone_key(name, number), b"")
         self._delete(f"refs/{name}/@v/{number}")  # last: until now the version still resolves
         return removed
 
@@ -261,13 +297,26 @@ class RefStore:
 
     def names_of(self, target: bytes) -> list[str]:
         """``name@n`` of every version pointing at ``target`` (from the reverse index)."""
-        folder = f"names/{target.hex()}/"
-        found = []
-        for key in self.backend.list(folder):
-            name, sep, number = key[len(folder) :].rpartition("/@v/")
-            if sep and _DIGITS.fullmatch(number):
-                found.append((name, int(number)))
+        found = [(e[1], e[2]) for k in self.backend.list(f"names/{target.hex()}/") if (e := _names_entry(k))]
         return [f"{n}@{v}" for n, v in sorted(found, key=lambda item: (item[0], -item[1]))]
+
+    def version_targets(self, names: set[str]) -> dict[tuple[str, int], bytes]:
+        """(name, number) -> artifact for every version of ``names``: one listing of the reverse index."""
+        if not names:
+            return {}
+        entries = (_names_entry(k) for k in self.backend.list("names/"))
+        return {(e[1], e[2]): e[0] for e in entries if e is not None and e[1] in names}
+
+    def read_file(self, key: str) -> tuple[bytes, RefRecord] | None:
+        """A ref file's exact bytes and its record (verified); None if it is gone."""
+        try:
+            data = self.backend.read(key)
+        except FileNotFoundError:
+            return None
+        try:
+            return data, _decode(data, key)
+        except CorruptObjectError as exc:
+            raise CorruptObjectError(f"{key} in {self.backend.url} is unreadable: {exc}", key=key) from None
 
     def names(self) -> Iterator[str]:
         """Every name with at least one version."""

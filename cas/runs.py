@@ -222,6 +222,19 @@ class RunIndex:
     def producers(self, artifact: bytes) -> list[bytes]:
         return self._hashes(f"produced/{to_hex(artifact)}/")
 
+    def all_producers(self) -> dict[bytes, list[bytes]]:
+        """artifact -> the completed runs that output it, for every artifact: one listing."""
+        found: dict[bytes, list[bytes]] = {}
+        for key in self.backend.list("produced/"):
+            parts = key.split("/")
+            try:
+                artifact, run = bytes.fromhex(parts[1]), bytes.fromhex(parts[2])
+            except (ValueError, IndexError):
+                continue
+            if len(artifact) == 32 and len(run) == 32:
+                found.setdefault(artifact, []).append(run)
+        return found
+
     def consumers(self, artifact: bytes) -> list[bytes]:
         return self._hashes(f"consumed/{to_hex(artifact)}/")
 

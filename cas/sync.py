@@ -27,12 +27,12 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from cas import codec, visualize
+from cas import visualize
 from cas.errors import BackendError, CasError, CorruptObjectError, InvalidNameError, RefConflictError, RefNotFoundError
-from cas.hashing import short, to_hex
+from cas.hashing import short
 from cas.objects import Artifact, RefRecord, Tree
 from cas.progress import Progress
-from cas.refs import _DIGITS, parse_ref
+from cas.refs import gone_key, names_key, parse_ref, parse_ref_key
 from cas.runs import Run
 from cas.transfer import ASK_LIMIT, CopyStats, copy_objects, freshen, lacking, present_keys
 
@@ -114,20 +114,11 @@ class _RefFile:
     @property
     def names_key(self) -> str:
         assert self.target is not None
-        return f"names/{to_hex(self.target)}/{self.name}/@v/{self.selector}"
+        return names_key(self.target, self.name, self.selector)
 
-
-def parse_ref_key(key: str) -> tuple[str, str, str] | None:
-    """``refs/<name>/@<kind>/<selector>`` -> (name, kind, selector); None for tombstones and strays."""
-    if not key.startswith("refs/"):
-        return None
-    name, sep, rest = key[len("refs/") :].partition("/@")
-    kind, sep2, selector = rest.partition("/")
-    if not sep or not sep2 or kind not in ("v", "label", "tag") or not selector or "/" in selector:
-        return None
-    if kind == "v" and not (_DIGITS.fullmatch(selector) and not selector.startswith("0")):
-        return None
-    return name, kind, selector
+    @property
+    def gone_key(self) -> str:
+        return gone_key(self.name, self.selector)
 
 
 def transfer(
@@ -192,7 +183,7 @@ class _Plan:
         """The source's ref files that ``refs`` names, with their targets (read verified)."""
         keys = self._selected_keys(refs)
         files = [_RefFile(key, *parsed) for key in keys if (parsed := parse_ref_key(key)) is not None]
-        versions = _version_targets(self.src, {f.name for f in files if f.kind == "v"}, len(files))
+        versions = self.src.refs.version_targets({f.name for f in files if f.kind == "v"})
         for f in files:
             if f.kind == "v":
                 f.target = versions.get((f.name, int(f.selector)))
@@ -230,11 +221,11 @@ class _Plan:
         same = present_keys(self.dst.backend, [f.names_key for f in versions], self.pool, whole="names/")
         rest = [f for f in files if not (f.kind == "v" and f.names_key in same)]
         self.report.unchanged += len(files) - len(rest)
-        ref_keys = [f.key for f in rest] + [_gone_key(f) for f in rest if f.kind == "v"]
+        ref_keys = [f.key for f in rest] + [f.gone_key for f in rest if f.kind == "v"]
         there = present_keys(self.dst.backend, ref_keys, self.pool, whole="refs/")
         for f in rest:
             if f.key not in there:
-                if f.kind == "v" and _gone_key(f) in there:
+                if f.kind == "v" and f.gone_key in there:
                     self.report.conflicts.append(RefConflict(f.ref, f.target, None))  # type: ignore[arg-type]
                 else:
                     self.to_write.append(f)
@@ -379,8 +370,7 @@ class _Plan:
                 again, _ = lacking(self.dst.objects, gone, self.pool)
                 self._add(copy_objects(self.src.objects, self.dst.objects, again, self.pool, loose=loose))
         for record in records:  # after the documents they list
-            key = visualize.record_key(record.artifact)
-            self.dst.backend.write(key, codec.seal(record.to_bytes()))
+            visualize.write_record(self.dst, record)
 
     def _visualizations(self, artifacts: set[bytes]) -> list[visualize.VisualizationRecord]:
         """The source's visualization records of these artifacts that the destination lacks."""
@@ -413,50 +403,13 @@ class _Producers:
     def of(self, artifacts: Iterable[bytes]) -> set[bytes]:
         wanted = set(artifacts)
         if self.whole is None and not self.store.backend.cheap_exists and len(wanted) + self.expected > ASK_LIMIT:
-            self.whole = {}
-            for key in self.store.backend.list("produced/"):
-                parts = key.split("/")
-                try:
-                    artifact, run = bytes.fromhex(parts[1]), bytes.fromhex(parts[2])
-                except (ValueError, IndexError):
-                    continue
-                self.whole.setdefault(artifact, []).append(run)
+            self.whole = self.store.run_index.all_producers()
         if self.whole is not None:
             return {r for a in wanted for r in self.whole.get(a, [])}
         return {r for a in wanted for r in self.store.run_index.producers(a)}
 
 
-def _version_targets(store: Store, names: set[str], count: int) -> dict[tuple[str, int], bytes]:
-    """(name, number) -> artifact for versions of ``names``, from the ``names/`` reverse index."""
-    found: dict[tuple[str, int], bytes] = {}
-    if not names:
-        return found
-    for key in store.backend.list("names/"):
-        head, _, rest = key[len("names/") :].partition("/")
-        name, sep, number = rest.rpartition("/@v/")
-        if not sep or name not in names or not _DIGITS.fullmatch(number):
-            continue
-        try:
-            target = bytes.fromhex(head)
-        except ValueError:
-            continue
-        if len(target) == 32:
-            found[(name, int(number))] = target
-    return found
-
-
-def _gone_key(f: _RefFile) -> str:
-    return f"refs/{f.name}/@gone/{f.selector}"
-
-
 def _read_ref(store: Store, key: str) -> tuple[bytes | None, RefRecord | None]:
     """A ref file's bytes and record (verified); (None, None) if it is gone."""
-    try:
-        data = store.backend.read(key)
-    except FileNotFoundError:
-        return None, None
-    try:
-        record = RefRecord.from_bytes(codec.unseal(data, key=f"ref {key}"), key=f"ref {key}")
-    except CorruptObjectError as exc:
-        raise CorruptObjectError(f"{key} in {store.url} is unreadable: {exc}", key=key) from None
-    return data, record
+    found = store.refs.read_file(key)
+    return found if found is not None else (None, None)

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 
 from cas import codec
 from cas.backends.base import Backend
-from cas.errors import CorruptObjectError, ObjectNotFoundError
+from cas.errors import ObjectNotFoundError
 from cas.hashing import short
-from cas.objects import PackEntry
-from cas.objectstore import ChunkLocation, ObjectStore, backend_errors, check_entry_header, object_key, pack_key
+from cas.objectstore import ChunkLocation, ObjectStore, object_key, pack_key, verify_packed
 
 #: Up to this many keys are asked about one by one; more are found by listing their folders.
 ASK_LIMIT = 32
@@ -194,23 +193,9 @@ def _copy_into_pack(
     src: ObjectStore, dst: ObjectStore, group: list[_Source], progress: Callable[[int], None] | None
 ) -> tuple[int, int]:
     """Read ``group`` verified from ``src`` and write it to ``dst`` as one new pack."""
-    sink = dst.backend.open_sink()
-    entries: list[PackEntry] = []
-    offset = 0
-    try:
-        for d, stored, raw_size, codec_id in _read_stored(src, group):
-            sink.pwrite(offset, [stored])
-            entries.append(PackEntry(d, offset, len(stored), raw_size, codec_id))
-            offset += len(stored)
-            if progress:
-                progress(len(stored))
-    except BaseException:
-        sink.abort()
-        raise
-    with backend_errors("packs/"):
-        pack_id, index = dst.finish_pack(sink, entries, offset)
-    dst.register_pack(pack_id, index)
-    return len(entries), offset
+    objects = ((d, [stored], raw_size, codec_id) for d, stored, raw_size, codec_id in _read_stored(src, group))
+    _, index, size = dst.write_pack(objects, on_written=progress)
+    return len(index.entries), size
 
 
 def _read_stored(src: ObjectStore, group: list[_Source]) -> Iterator[tuple[bytes, bytes, int, int]]:
@@ -223,8 +208,9 @@ def _read_stored(src: ObjectStore, group: list[_Source]) -> Iterator[tuple[bytes
                 data = src.backend.read(key)
             except FileNotFoundError:
                 raise ObjectNotFoundError(f"object {short(first.digest)} is missing from {src.backend.url}") from None
-            header = codec.parse_header(data, key=f"object {short(first.digest)}")
-            _verify(data, header, first.digest, f"object {short(first.digest)}")
+            name = f"object {short(first.digest)}"
+            header = codec.parse_header(data, key=name)
+            codec.verify(codec.decode(data, key=name), first.digest, key=name)
             yield first.digest, data, header.raw_size, header.codec
             continue
         pack = first.location.pack
@@ -236,19 +222,9 @@ def _read_stored(src: ObjectStore, group: list[_Source]) -> Iterator[tuple[bytes
             raise ObjectNotFoundError(f"pack {short(pack)} is missing from {src.backend.url}") from None
         for item in run:
             entry = item.location.entry  # type: ignore[union-attr]
-            name = f"chunk {short(entry.digest)} in pack {short(pack)}"
             piece = data[entry.offset - start : entry.offset - start + entry.stored]
-            if len(piece) != entry.stored:
-                raise CorruptObjectError(f"{name}: truncated", key=pack_key(pack))
-            header = codec.parse_header(piece, key=name)
-            check_entry_header(header, entry, name)
-            _verify(piece, header, entry.digest, name)
+            verify_packed(piece, entry, pack)
             yield entry.digest, piece, entry.raw_size, entry.codec
-
-
-def _verify(stored: bytes, header: codec.Header, d: bytes, name: str) -> None:
-    raw = codec.decode_payload(header, memoryview(stored)[codec.HEADER_SIZE :], key=name)
-    codec.verify(raw, d, key=name)
 
 
 def _ranges(group: list[_Source]) -> Iterator[list[_Source]]:

@@ -135,5 +135,10 @@ def save(store: Store, artifact: bytes, visualizations: list[Visualization]) -> 
         d = store.objects.put_object(v.data, loose=True)
         items.append((v.name, v.media_type, d, len(v.data)))
     record = VisualizationRecord(artifact, tuple(items))
-    store.backend.write(record_key(artifact), codec.seal(record.to_bytes()))
+    write_record(store, record)
     return record
+
+
+def write_record(store: Store, record: VisualizationRecord) -> None:
+    """Write a record (after the objects it lists): sealed, since it is not named by its hash."""
+    store.backend.write(record_key(record.artifact), codec.seal(record.to_bytes()))
