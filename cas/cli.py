@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import stat
 import sys
 import time
+import unicodedata
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,9 +20,26 @@ from rich.table import Table
 
 import cas
 from cas.hashing import short
+from cas.objects import check_portable_path
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+# What a terminal would act on or hide: C0/C1 controls, DEL, bidi and zero-width marks, lone surrogates.
+_HIDDEN = "\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ud800-\udfff"
+_UNPRINTABLE = re.compile(f"[{_HIDDEN}]")
+_UNPRINTABLE_LINE = re.compile(f"[\\t\\n{_HIDDEN}]")
+
+
+def printable(text: str, *, one_line: bool = False) -> str:
+    """``text`` with what a terminal would act on or hide spelt as escapes (also newlines if ``one_line``).
+
+    Names, paths and metadata come from the store, whose writer may not be the
+    user: none of it may move the cursor, recolour the screen or hide a character.
+    """
+    pattern = _UNPRINTABLE_LINE if one_line else _UNPRINTABLE
+    return pattern.sub(lambda m: ascii(m.group())[1:-1], text)
 
 
 def parse_duration(text: str) -> float:
@@ -53,19 +73,22 @@ class _Context:
         return contextlib.nullcontext()
 
     def say(self, text: str = "") -> None:
-        self.out.print(text, markup=False)
+        self.out.print(printable(text), markup=False)
+
+    def warn(self, text: str) -> None:
+        click.echo(printable(text, one_line=True), err=True)
 
     def table(self, headers: list[str], rows: list[list[Any]]) -> None:
         """A rich table on a terminal; tab-separated lines when piped."""
         if self.out.is_terminal:
             table = Table(*headers, box=None, header_style="bold")
             for row in rows:
-                table.add_row(*(str(c) for c in row))
+                table.add_row(*(printable(str(c), one_line=True) for c in row))
             self.out.print(table)
         else:
             click.echo("\t".join(headers))
             for row in rows:
-                click.echo("\t".join(str(c) for c in row))
+                click.echo("\t".join(printable(str(c), one_line=True) for c in row))
 
 
 def _discovered(create: bool) -> cas.Store:
@@ -78,16 +101,17 @@ def _discovered(create: bool) -> cas.Store:
 
 
 class _Group(click.Group):
-    """Turns cas errors into one line on stderr and exit status 1 (``--debug`` shows the traceback)."""
+    """Turns cas errors (and the system's: a full disk, a refused permission) into one line on stderr
+    and exit status 1; ``--debug`` shows the traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except cas.CasError as exc:
+        except (cas.CasError, OSError) as exc:
             state = ctx.obj
             if state is not None and state.debug:
                 raise
-            click.echo(f"cas: error: {exc}", err=True)
+            click.echo(f"cas: error: {printable(str(exc) or type(exc).__name__, one_line=True)}", err=True)
             ctx.exit(1)
         finally:
             if ctx.obj is not None:
@@ -140,22 +164,86 @@ def put(state: _Context, path: Path, name: str | None, label: str | None, tags: 
 @main.command()
 @click.argument("ref")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Where to write (file or folder).")
+@click.option("--force", "-f", is_flag=True, help="Without -o: replace a file, or write into a folder, already there.")
 @pass_state
-def get(state: _Context, ref: str, output: Path | None) -> None:
-    """Write an artifact's files (to stdout for a single non-file artifact without -o)."""
+def get(state: _Context, ref: str, output: Path | None, force: bool) -> None:
+    """Write an artifact's files (to stdout for a single non-file artifact without -o).
+
+    Without -o, a file or folder goes to its stored name in the current folder,
+    if that is a plain name (else to its short hash), and never replaces what
+    is there without --force. With -o, a file replaces a file at that path; a
+    folder is written into a folder (created if missing).
+    """
     store = state.store()
     info = store.info(ref)
     if output is None:
         if info.materializer == "cas.path":
-            output = Path(str(info.metadata.get("name") or info.ref.short))
+            output = _default_output(state, info, force)
         elif len(info.files) == 1:
             sys.stdout.buffer.write(store.reader(info.ref).read_bytes(info.files[0].path))
             return
         else:
             raise click.UsageError("this artifact has several files: pass -o FOLDER")
     with state.busy(f"restoring {info.ref} to {output} ({info.size:,} bytes, verifying every chunk)"):
-        written = store.get(ref, path=output)
+        written = store.get(info.ref, path=output)  # the artifact just looked at, even if the name moved since
     state.say(f"{info.ref.short} -> {written}")
+
+
+def _default_output(state: _Context, info: cas.ArtifactInfo, force: bool) -> Path:
+    """The stored name in the current folder if it is a plain, safe name, else the short hash."""
+    stored = info.metadata.get("name")
+    why = unsafe_file_name(stored)
+    name = info.ref.short if why is not None else str(stored)
+    if why is not None:
+        shown = ascii(stored) if isinstance(stored, str) else type(stored).__name__
+        state.warn(f"cas: the stored name {shown} {why}: writing to {name} instead (-o chooses the path)")
+    target = Path(name)
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return target
+    if stat.S_ISLNK(st.st_mode):
+        raise cas.UnsafeDestinationError(f"{name} here is a symlink: pass -o PATH to say where to write")
+    if not force:
+        raise cas.DestinationExistsError(f"{name} already exists here: pass --force to replace it, or -o PATH")
+    as_folder = info.metadata.get("kind") == "directory" or len(info.files) != 1
+    if as_folder != stat.S_ISDIR(st.st_mode):
+        raise cas.DestinationExistsError(
+            f"{name} here is a {'folder' if stat.S_ISDIR(st.st_mode) else 'file'}, "
+            f"the artifact is a {'folder' if as_folder else 'file'}: pass -o PATH"
+        )
+    return target
+
+
+_WINDOWS_FORBIDDEN = set('<>:"|?*')
+
+
+def unsafe_file_name(name: object) -> str | None:
+    """Why ``name`` (from a store) can not be the name of a new file in the current folder; None if it can.
+
+    A plain base name only: no separator, no dot-name (``.bashrc``, ``..``),
+    no leading ``-``, nothing Windows forbids or reserves, no control or
+    invisible character, at most 255 bytes.
+    """
+    if not isinstance(name, str) or not name:
+        return "is missing"
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in name):
+        return "has a control or invisible character"
+    if "/" in name or "\\" in name or os.sep in name:
+        return "is a path, not a name"
+    if name.startswith("."):
+        return "is a dot-name (a hidden file such as .bashrc, or . or ..)"
+    if name.startswith("-"):
+        return "starts with '-', which commands would read as an option"
+    if _WINDOWS_FORBIDDEN.intersection(name):
+        return "has a character Windows forbids in names"
+    if len(name.encode("utf-8")) > 255:
+        return "is longer than 255 bytes"
+    try:
+        check_portable_path(name)
+    except cas.InvalidNameError as exc:
+        return f"is not portable ({exc})"
+    return None
 
 
 @main.command()
@@ -196,6 +284,8 @@ def log(state: _Context, name: str | None, step: str | None, limit: int | None, 
     """Runs, newest first; with NAME, the versions of that artifact and their runs."""
     store = state.store()
     entries = store.log(name, step=step, limit=limit)
+    for skipped in entries.skipped:  # unreadable runs or versions: left out, and said so on stderr
+        state.warn(f"cas: skipped {skipped}")
     if as_json:
         _dump([_log_json(e) for e in entries])
         return
@@ -232,7 +322,7 @@ def lineage(state: _Context, ref: str, down: bool, depth: int | None, fmt: str) 
     """Where an artifact came from (or, with --down, what used it)."""
     graph = state.store().lineage(ref, direction="down" if down else "up", depth=depth)
     text = {"text": graph.to_text, "dot": graph.to_dot, "mermaid": graph.to_mermaid, "json": graph.to_json_text}
-    click.echo(text[fmt]().rstrip("\n"))
+    click.echo(printable(text[fmt]().rstrip("\n")))
 
 
 @main.command()
@@ -339,11 +429,13 @@ def remote() -> None:
 @click.argument("name")
 @click.argument("url")
 @click.option("--read-through", is_flag=True, help="Fetch what this store lacks from it on get.")
+@click.option("--trust-cache", is_flag=True, help="Let runs pulled from it answer @step cache lookups here.")
 @pass_state
-def remote_add(state: _Context, name: str, url: str, read_through: bool) -> None:
+def remote_add(state: _Context, name: str, url: str, read_through: bool, trust_cache: bool) -> None:
     """Add (or replace) the remote NAME at URL (a path or s3://bucket/prefix ...)."""
-    added = state.store().remotes.add(name, url, read_through=read_through)
-    state.say(f"remote {added.name} -> {added.url}" + (" (read-through)" if added.read_through else ""))
+    added = state.store().remotes.add(name, url, read_through=read_through, trust_cache=trust_cache)
+    marks = [m for m, on in (("read-through", added.read_through), ("trusted for caching", added.trust_cache)) if on]
+    state.say(f"remote {added.name} -> {added.url}" + (f" ({', '.join(marks)})" if marks else ""))
 
 
 @remote.command(name="list")
@@ -356,7 +448,8 @@ def remote_list(state: _Context, as_json: bool) -> None:
         _dump([asdict(r) for r in remotes])
     else:
         state.table(
-            ["name", "url", "read-through"], [[r.name, r.url, "yes" if r.read_through else ""] for r in remotes]
+            ["name", "url", "read-through", "trust-cache"],
+            [[r.name, r.url, "yes" if r.read_through else "", "yes" if r.trust_cache else ""] for r in remotes],
         )
 
 
@@ -412,21 +505,30 @@ def _transfer_report(state: _Context, report: cas.TransferReport, as_json: bool)
     if as_json:
         data = asdict(report)
         data["conflicts"] = [str(c) for c in report.conflicts]
+        data["skipped"] = [str(s) for s in report.skipped]
         _dump(data)
     else:
         state.say(str(report))
-    if report.conflicts:
+    if report.conflicts or report.skipped:
         sys.exit(1)
 
 
 @main.command()
 @click.argument("url")
 @click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--trust-cache", is_flag=True, help="Let the cloned runs answer @step cache lookups here.")
 @pass_state
-def clone(state: _Context, url: str, path: Path | None) -> None:
+def clone(state: _Context, url: str, path: Path | None, trust_cache: bool) -> None:
     """Make a new store at PATH (default ./.cas) holding everything the store at URL holds."""
-    with cas.clone(url, path if path is not None else Path(".cas")) as store:
+    reports: list[cas.TransferReport] = []
+    target = path if path is not None else Path(".cas")
+    with cas.clone(url, target, trust_cache=trust_cache, on_report=reports.append) as store:
         state.say(f"cloned {url} into {store.url}: {sum(1 for _ in store.names())} names, {len(store.log())} runs")
+    skipped = [s for r in reports for s in r.skipped]
+    for s in skipped:
+        state.say(f"  skipped {s}")
+    if skipped:
+        sys.exit(1)
 
 
 @main.command()

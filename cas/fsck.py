@@ -7,12 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import blake3
+
 from cas import codec, visualize
 from cas.errors import CasError, CorruptObjectError
-from cas.gc import key_hash, mark, rewrite_pack
+from cas.gc import Marks, key_hash, mark, rewrite_pack
 from cas.hashing import short
-from cas.objects import ChunkMap, PackEntry, PackIndex, kind_of
-from cas.objectstore import PACK_TRAILER_MAGIC, index_key, pack_key, verify_packed
+from cas.objects import ChunkMap, PackEntry, PackIndex, Tree, kind_of
+from cas.objectstore import PACK_TRAILER_MAGIC, chunkmap_key, index_key, pack_key, verify_packed
 from cas.progress import Progress
 
 if TYPE_CHECKING:
@@ -54,6 +56,8 @@ def _check_loose(store: Store, key: str) -> tuple[str, str | None, int]:
         data = store.backend.read(key)
     except FileNotFoundError:
         return "gone", None, 0
+    except CasError as exc:  # not a file at all (a FIFO, a link): never read
+        return "corrupt", str(exc), 0
     if h is None:
         return "stray", f"{key}: not an object name", len(data)
     try:
@@ -161,6 +165,63 @@ def _check_side_files(store: Store, report: FsckReport, *, repair: bool) -> None
             report.checked["ref"] += 1
 
 
+FileChunks = tuple[bytes, int, tuple[tuple[bytes, int], ...]]  # whole-file hash, size, chunks
+
+
+def _chunks_hash(store: Store, chunks: tuple[tuple[bytes, int], ...]) -> bytes | None:
+    """The BLAKE3 of the chunks' concatenation, read one chunk at a time; None if one can not be read."""
+    hasher = blake3.blake3()
+    try:
+        for d, n in chunks:
+            hasher.update(store.objects.read_chunk(d, n))
+    except CasError:
+        return None  # a missing or damaged chunk is reported by the checks of objects and packs
+    return hasher.digest()
+
+
+def _check_whole_files(store: Store, marks: Marks, report: FsckReport, *, repair: bool, progress: bool | None) -> None:
+    """Each chunked file's whole-file hash must be the hash of its chunks' concatenation; so must each chunk map's.
+
+    A re-put trusts neither (it checks a chunk map against its own bytes), but a
+    tree or map whose chunks are other bytes than its hash says is damage or forgery.
+    """
+    files: dict[FileChunks, list[str]] = {}
+    for d, kind in list(marks.kinds.items()):
+        if kind != "tree":
+            continue
+        try:
+            tree = Tree.from_bytes(store.objects.get_object(d), key=f"tree {short(d)}")
+        except CasError:
+            continue  # reported by mark
+        for entry in tree.entries:
+            if entry.hash is not None and entry.chunks != ((entry.hash, entry.size),):
+                files.setdefault((entry.hash, entry.size, entry.chunks), []).append(
+                    f"{entry.path!r} of tree {short(d)}"
+                )
+    maps: dict[FileChunks, str] = {}
+    for key in list(store.backend.list("chunkmaps/")):
+        try:
+            found = ChunkMap.from_bytes(codec.unseal(store.backend.read(key), key=key), key=key)
+        except (FileNotFoundError, CasError):
+            continue  # reported by the side-file checks
+        if chunkmap_key(found.hash) == key and (found.hash, found.size, found.chunks) not in files:
+            maps[(found.hash, found.size, found.chunks)] = key
+    items = list(files) + list(maps)
+    with Progress("checking whole-file hashes", len(items), enabled=progress) as bar:
+        for item, got in zip(
+            items, store.objects.executor.map(lambda i: _chunks_hash(store, i[2]), items), strict=True
+        ):
+            bar.advance()
+            report.checked["file hash"] += got is not None
+            if got is None or got == item[0]:
+                continue
+            what = f"{', '.join(files[item])}" if item in files else f"chunk map {maps[item]}"
+            report.corrupt.append(f"{what}: its chunks hash to {short(got)}, not to its file hash {short(item[0])}")
+            if item in maps and repair:  # a chunk map is a cache: a re-put rewrites it
+                store.backend.delete(maps[item])
+                report.repaired.append(f"removed chunk map {maps[item]} whose chunks are other bytes")
+
+
 def check(store: Store, *, repair: bool = False, progress: bool | None = None) -> FsckReport:
     """Verify every object and pack; report corrupt, missing and dangling; optionally remove corrupt objects."""
     report = FsckReport()
@@ -210,6 +271,7 @@ def check(store: Store, *, repair: bool = False, progress: bool | None = None) -
         store.objects.refresh_index()
     marks = mark(store, strict=False, progress=progress)
     report.missing += marks.missing
+    _check_whole_files(store, marks, report, repair=repair, progress=progress)
     for pack_id in gone_packs:
         try:
             entries = store.objects.read_pack_index(pack_id).entries

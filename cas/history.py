@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -12,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 import materializers
 from cas import lineage as lineage_walk
 from cas import steps
-from cas.errors import CasError, InvalidNameError, ObjectNotFoundError
+from cas.errors import CasError, CorruptObjectError, InvalidNameError, InvalidRunError, ObjectNotFoundError
 from cas.hashing import from_hex, short
-from cas.objects import Artifact, Tree
+from cas.objects import Artifact, Tree, kind_of
 from cas.refs import RefSpec, check_name
-from cas.runs import STATUSES, Run, RunIndex
+from cas.runs import STATUSES, Run, RunIndex, valid_time
 
 if TYPE_CHECKING:
     from cas.backends.base import Backend
@@ -40,9 +41,20 @@ class VersionLog:
     run: Run | None
 
     def __str__(self) -> str:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.created)) if self.created else "?"
+        try:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.created)) if self.created else "?"
+        except (OverflowError, OSError, ValueError):  # a ref's time comes from whoever wrote it
+            when = "?"
         made = f" <- {self.run.step} {self.run.short}" if self.run is not None else " (put directly)"
         return f"{self.ref.short} {when} {self.ref}{made}"
+
+
+class LogEntries(list[Any]):
+    """What ``log`` returns: the entries, newest first, and ``skipped``: one line per unreadable record left out."""
+
+    def __init__(self, entries: Iterable[Any] = (), skipped: Iterable[str] = ()) -> None:
+        super().__init__(entries)
+        self.skipped: list[str] = list(skipped)
 
 
 class History:
@@ -83,12 +95,20 @@ class History:
 
         Inputs and outputs are artifact refs or raw hashes; parents default to the
         runs that produced the inputs, the cache key to one derived from step,
-        code, params and inputs. Raises InvalidNameError, RefNotFoundError.
+        code, params and inputs. Times are POSIX seconds, finite, from 1970 up to
+        the year 3000, ``started <= ended``. Everything is checked before anything
+        is stored. Raises InvalidNameError (status, step, fields that are not plain
+        data), InvalidRunError (times, hashes), RefNotFoundError.
         """
         if status not in STATUSES:
             raise InvalidNameError(f"run status must be one of {STATUSES}, not {status!r}")
         if not isinstance(step, str) or not step:
             raise InvalidNameError("a run needs a step name")
+        for label, t in (("started", started), ("ended", ended)):
+            if t is not None and not valid_time(t):
+                raise InvalidRunError(f"run {label} time must be POSIX seconds between 1970 and 3000, not {t!r}")
+        if started is not None and ended is not None and started > ended:
+            raise InvalidRunError(f"run started ({started!r}) after it ended ({ended!r})")
         input_hashes = {name: self._artifact_hash(ref) for name, ref in (inputs or {}).items()}
         output_hashes = {name: self._artifact_hash(ref) for name, ref in (outputs or {}).items()}
         params = dict(params or {})
@@ -96,6 +116,8 @@ class History:
         if parents is None:
             parents = sorted({p for h in input_hashes.values() for p in self.run_index.producers(h)[:1]})
         now = time.time()
+        # A clock stepped back mid-run must not make an invalid run: ended never precedes started.
+        start = float(started) if started is not None else (now if ended is None else min(now, float(ended)))
         run = Run(
             step=step,
             code=code,
@@ -103,8 +125,8 @@ class History:
             inputs=input_hashes,
             outputs=output_hashes,
             cache_key=cache_key or steps.cache_key(step, code, params, input_hashes, None),
-            started=started if started is not None else now,
-            ended=ended if ended is not None else now,
+            started=start,
+            ended=float(ended) if ended is not None else max(now, start),
             status=status,
             parents=tuple(parents),
             cached_from=cached_from,
@@ -120,9 +142,13 @@ class History:
             data = run.to_bytes()
         except TypeError as exc:
             raise InvalidNameError(f"run fields must be plain data: {exc}") from None
+        try:  # what every reader will check, checked before anything is stored
+            checked = Run.from_bytes(data, b"", key=f"run of {step[:100]!r}")
+        except CorruptObjectError as exc:
+            raise InvalidRunError(f"not a valid run: {exc}") from None
         self.objects.flush()  # in a batch: what the run names is stored before the run
         run_hash = self.objects.put_object(data, loose=True)  # runs stay loose: the index is rebuilt from them
-        stored = Run.from_bytes(data, run_hash)
+        stored = dataclasses.replace(checked, hash=run_hash)
         self.run_index.add(stored)  # object first, then the index that finds it
         return stored
 
@@ -190,63 +216,104 @@ class History:
 
     # -- reading runs -------------------------------------------------------------
     def run(self, run_hash: bytes | str) -> Run:
-        """A run by hash (raw, hex, or a unique hex prefix)."""
+        """A run by hash (raw, hex, or a unique hex prefix).
+
+        Raises ObjectNotFoundError (absent, or another kind of object),
+        CorruptObjectError (a run object that breaks the run rules, such as a time outside 1970..3000).
+        """
         if isinstance(run_hash, str):
             run_hash = from_hex(run_hash) if len(run_hash) == 64 else self.objects.resolve_prefix(run_hash)
         data = self.objects.get_object(run_hash)
         try:
             return Run.from_bytes(data, run_hash, key=f"run {short(run_hash)}")
-        except CasError:
-            raise ObjectNotFoundError(f"{short(run_hash)} is not a run") from None
+        except CorruptObjectError:
+            # The bytes match their hash: either another kind of object, or a run no reader accepts.
+            kind = kind_of(data)
+            if kind == "run":
+                raise
+            raise ObjectNotFoundError(f"{short(run_hash)} is a {kind}, not a run") from None
 
-    def runs(self, *, step: str | None = None) -> Iterator[Run]:
-        """Every run, newest first; ``step`` filters by step name (full or last part)."""
+    def runs(self, *, step: str | None = None, skipped: list[str] | None = None) -> Iterator[Run]:
+        """Every run, newest first; ``step`` filters by step name (full or last part).
+
+        An unreadable run is left out (one line about it goes to ``skipped``, if given).
+        """
         for run_hash in self.run_index.newest():
             try:
                 run = self.run(run_hash)
-            except CasError:
+            except CasError as exc:
+                if skipped is not None:
+                    skipped.append(f"run {short(run_hash)}: {exc}")
                 continue
             if step is None or run.step == step or run.step.rsplit(".", 1)[-1] == step:
                 yield run
 
-    def log(self, name: str | None = None, *, step: str | None = None, limit: int | None = None) -> list[Any]:
-        """Newest first, as git log: runs (``Run``), or with ``name`` its versions (``VersionLog``)."""
+    def log(self, name: str | None = None, *, step: str | None = None, limit: int | None = None) -> LogEntries:
+        """Newest first, as git log: runs (``Run``), or with ``name`` its versions (``VersionLog``).
+
+        Unreadable runs and versions are left out and listed in the result's ``skipped``.
+        """
+        skipped: list[str] = []
         if name is None:
-            found: list[Any] = []
-            for run in self.runs(step=step):
+            found = LogEntries()
+            for run in self.runs(step=step, skipped=skipped):
                 if limit is not None and len(found) >= limit:
                     break
                 found.append(run)
+            found.skipped = skipped
             return found
-        versions: list[VersionLog] = []
+        versions = LogEntries()
         check_name(name)
         for number in reversed(self.refs.version_numbers(name)):
             if limit is not None and len(versions) >= limit:
                 break
-            record = self.refs.resolve(RefSpec(name, str(number)))
+            try:
+                record = self.refs.resolve(RefSpec(name, str(number)))
+            except CasError as exc:
+                skipped.append(f"{name}@{number}: {exc}")
+                continue
             ref = ref_of(name, record)
-            producer = self._producer(record.target)
+            producer = self._producer(record.target, skipped)
             if step is not None and (producer is None or step not in (producer.step, producer.step.rsplit(".", 1)[-1])):
                 continue
             versions.append(VersionLog(ref, record.created, producer))
+        versions.skipped = skipped
         return versions
 
-    def producer(self, ref: RefLike) -> Run | None:
-        """The earliest completed run that output this artifact (None if it was put directly)."""
-        return self._producer(from_hex(self.resolve(ref).hash))
+    def producer(self, ref: RefLike, *, skipped: list[str] | None = None) -> Run | None:
+        """The earliest completed run that output this artifact (None if it was put directly).
 
-    def _producer(self, artifact: bytes) -> Run | None:
+        Unreadable runs are passed over (a line about each goes to ``skipped``, if given).
+        """
+        return self._producer(from_hex(self.resolve(ref).hash), skipped)
+
+    def _producer(self, artifact: bytes, skipped: list[str] | None = None) -> Run | None:
         runs = []
         for run_hash in self.run_index.producers(artifact):
             try:
-                runs.append(self.run(run_hash))
-            except CasError:
+                run = self.run(run_hash)
+            except CasError as exc:
+                if skipped is not None:
+                    skipped.append(f"run {short(run_hash)}: {exc}")
                 continue
+            if artifact in run.outputs.values() and run.status == "completed":
+                runs.append(run)  # a produced/ entry whose run did not output it is a stray (or forged) index file
         return min(runs, key=lambda r: r.ended) if runs else None
 
     # -- lineage ------------------------------------------------------------------
-    def lineage(self, ref: RefLike | Run, direction: str = "up", depth: int | None = None) -> lineage_walk.LineageGraph:
-        """Where an artifact came from (``up``) or what used it (``down``), as a graph."""
+    def lineage(
+        self,
+        ref: RefLike | Run,
+        direction: str = "up",
+        depth: int | None = None,
+        *,
+        limit: int = lineage_walk.MAX_NODES,
+    ) -> lineage_walk.LineageGraph:
+        """Where an artifact came from (``up``) or what used it (``down``), as a graph.
+
+        At most ``limit`` nodes, nearest first: the graph's ``truncated`` says when the walk
+        stopped there; unreadable runs are left out and listed in its ``skipped``.
+        """
         if direction not in ("up", "down"):
             raise InvalidNameError("direction must be 'up' or 'down'")
         if isinstance(ref, Run):
@@ -257,8 +324,9 @@ class History:
         else:
             root = from_hex(self.resolve(ref).hash)
         return lineage_walk.walk(
-            root, direction, depth, self.run, self.run_index.producers, self.run_index.consumers, self._describe
-        )
+            root, direction, depth, self.run, self.run_index.producers, self.run_index.consumers, self._describe,
+            limit=limit,
+        )  # fmt: skip
 
     def _describe(self, artifact: bytes) -> tuple[str, dict[str, Any]]:
         names = self.refs.names_of(artifact)
@@ -280,16 +348,39 @@ class History:
         """``with store.pipeline("train"):`` groups the runs of one pipeline execution."""
         return steps.pipeline(name)
 
-    def rebuild_run_index(self) -> int:
-        """Rebuild runlog/, cache/, produced/ and consumed/ from the run objects; return the run count."""
+    def rebuild_run_index(self, *, trust_runs: bool = False) -> int:
+        """Rebuild runlog/, produced/ and consumed/ from the run objects; return the run count.
+
+        A run object may have come from another store (pull, clone), so by
+        default the rebuild writes no new ``cache/`` entries: those that still
+        name a completed run of their key stay, the rest go. ``trust_runs=True``
+        makes every completed run answer cache lookups again (for a store only
+        you write).
+        """
+        kept = {} if trust_runs else self._valid_cache_entries()
         self.run_index.clear()
         count = 0
         for key in list(self.backend.list("objects/")):
-            raw_hash = bytes.fromhex(key[8:10] + key[11:])
             try:
+                raw_hash = from_hex(key[8:10] + key[11:])
                 run = self.run(raw_hash)
             except CasError:
                 continue
-            self.run_index.add(run)
+            self.run_index.add(run, cache=trust_runs or kept.get(run.cache_key) == run.hash)
             count += 1
         return count
+
+    def _valid_cache_entries(self) -> dict[bytes, bytes]:
+        """The cache entries that name a readable completed run of their own key."""
+        entries: dict[bytes, bytes] = {}
+        for key in list(self.backend.list("cache/")):
+            run_hash = self.run_index.cached_at(key)
+            if run_hash is None:
+                continue
+            try:
+                run = self.run(run_hash)
+            except CasError:
+                continue
+            if run.status == "completed" and self.run_index.cache_entry_key(run.cache_key) == key:
+                entries[run.cache_key] = run.hash
+        return entries

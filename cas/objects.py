@@ -16,11 +16,14 @@ ref        a name's version or tag, pointing at an artifact
 
 from __future__ import annotations
 
+import re
+import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cas import canonical, codec
-from cas.errors import CorruptObjectError, InvalidNameError
+from cas.errors import CorruptObjectError, InvalidNameError, NonPortablePathError
 from cas.hashing import DIGEST_SIZE
 
 MAX_PATH_LENGTH = 4096
@@ -29,26 +32,104 @@ MAX_COMPONENT_LENGTH = 255
 INLINE_MAX = 4096
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def check_tree_path(path: str) -> str:
     """Validate a relative file path inside a tree; raise InvalidNameError with the rule broken."""
     if not isinstance(path, str) or not path:
         raise InvalidNameError("tree path must be a non-empty string")
-    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_LENGTH:
+    size = len(path.encode("utf-8", "surrogatepass"))
+    if size > MAX_PATH_LENGTH:
         raise InvalidNameError(f"tree path longer than {MAX_PATH_LENGTH} bytes")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
+    if _CONTROL.search(path):
         raise InvalidNameError(f"tree path {path!r} contains a control character or NUL")
     if "\\" in path:
         raise InvalidNameError(f"tree path {path!r} contains a backslash")
-    if path.startswith("/"):
+    if path[0] == "/":
         raise InvalidNameError(f"tree path {path!r} is absolute")
-    for part in path.split("/"):
-        if part in ("", ".", ".."):
-            raise InvalidNameError(f"tree path {path!r} has an empty, '.' or '..' component")
-        if len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT_LENGTH:
-            raise InvalidNameError(f"tree path component longer than {MAX_COMPONENT_LENGTH} bytes")
+    parts = path.split("/")
+    if "" in parts or "." in parts or ".." in parts:
+        raise InvalidNameError(f"tree path {path!r} has an empty, '.' or '..' component")
+    if size > MAX_COMPONENT_LENGTH and any(
+        len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT_LENGTH for part in parts
+    ):
+        raise InvalidNameError(f"tree path component longer than {MAX_COMPONENT_LENGTH} bytes")
     if len(path) >= 2 and path[1] == ":":
         raise InvalidNameError(f"tree path {path!r} looks like a drive path")
     return path
+
+
+# Windows opens a device, not a file, for these names, whatever the extension.
+_DEVICE_NAMES = frozenset(
+    ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
+    + [f"{port}{n}" for port in ("COM", "LPT") for n in "0123456789\u00b9\u00b2\u00b3"]
+)
+_DEVICE_PREFIXES = frozenset(name[:3] for name in _DEVICE_NAMES)
+# Code points HFS+ ignores when comparing names (git's list): ".g\u200cit" is ".git" there.
+_HFS_IGNORED = dict.fromkeys([*range(0x200C, 0x2010), *range(0x202A, 0x202F), *range(0x206A, 0x2070), 0xFEFF])
+
+
+def check_portable_path(path: str) -> str:
+    """``check_tree_path``, plus what makes a path unsafe on some file system (NonPortablePathError).
+
+    Refused in any component: ``.git`` in any case (also as HFS+ and NTFS spell it),
+    a ``:`` (an NTFS alternate data stream), a Windows device name such as ``CON``
+    or ``nul.txt``, a trailing dot or space (Windows drops them, so ``x.`` is ``x``).
+    Applied at put and before restoring to disk, not when a tree is decoded.
+    """
+    check_tree_path(path)
+    for part in path.split("/"):
+        if ":" in part:
+            raise NonPortablePathError(f"tree path {path!r}: {part!r} names an NTFS data stream (':')")
+        if part[-1] in ". ":
+            raise NonPortablePathError(f"tree path {path!r}: {part!r} ends in a dot or space, which Windows drops")
+        if part[:3].upper() in _DEVICE_PREFIXES and part.split(".", 1)[0].rstrip(" ").upper() in _DEVICE_NAMES:
+            raise NonPortablePathError(f"tree path {path!r}: {part!r} is a Windows device name")
+        if part.isascii():
+            if part[0] not in ".gG" or part.lower() not in (".git", "git~1"):
+                continue
+        elif part.translate(_HFS_IGNORED).casefold() not in (".git", "git~1"):
+            continue
+        raise NonPortablePathError(f"tree path {path!r}: a '.git' component could plant a git repository")
+    return path
+
+
+def _fold(part: str) -> str:
+    """What a case-insensitive, normalizing file system (macOS, Windows) sees of a name."""
+    if part.isascii():
+        return part.lower()
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", part).casefold())
+
+
+def check_portable_tree(paths: Iterable[str]) -> None:
+    """``check_portable_path`` for each path, and no two paths (or folders) equal up to case and NFC.
+
+    Fastest with paths sorted (as a tree holds them): a folder's prefixes are folded once.
+    """
+    seen: dict[str, str] = {}  # folded path or folder -> as spelt
+
+    def claim(folded: str, spelt: str) -> None:
+        other = seen.setdefault(folded, spelt)
+        if other != spelt:
+            raise NonPortablePathError(
+                f"tree paths {ascii(other)} and {ascii(spelt)} differ only in case or Unicode normalization: "
+                "on macOS and Windows one would overwrite the other"
+            )
+
+    last_folder: str | None = None
+    folder_key = ""
+    for path in paths:
+        check_portable_path(path)
+        folder, _, name = path.rpartition("/")
+        if folder != last_folder:
+            spelt = folder_key = ""
+            for part in folder.split("/") if folder else ():
+                spelt = f"{spelt}/{part}" if spelt else part
+                folder_key = f"{folder_key}/{_fold(part)}" if folder_key else _fold(part)
+                claim(folder_key, spelt)
+            last_folder = folder
+        claim(f"{folder_key}/{_fold(name)}" if folder else _fold(name), path)
 
 
 def _fail(key: str, why: str) -> CorruptObjectError:

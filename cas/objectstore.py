@@ -13,6 +13,7 @@ writes nothing and refreshes its timestamp, so gc's grace period covers it.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from contextlib import contextmanager
@@ -34,6 +35,13 @@ from cas.objects import ChunkMap, PackEntry, PackIndex
 PACK_TRAILER_MAGIC = b"CASPACK1"
 # Objects up to this size are rewritten rather than checked first where checking is a request.
 SMALL_REWRITE = 64 << 10
+#: How far a tree read from this store may re-use its own chunks, by default (see cas.trees.check_expansion):
+#: 256 times its distinct bytes, or 512 MiB in all whatever its re-use (a file of zeros of
+#: 256 MiB is one 256 KiB chunk listed 1,024 times).
+MAX_EXPANSION = 256
+EXPANSION_ALLOWANCE = 512 << 20
+# Chunk maps a process keeps after cutting or verifying them (a 1 GiB file's is ~0.5 MiB of memory).
+_TRUSTED_MAPS = 64
 
 
 def object_key(raw: bytes) -> str:
@@ -66,10 +74,21 @@ class ChunkLocation:
 class ObjectStore:
     """Content-addressed reads and writes on top of a backend."""
 
-    def __init__(self, backend: Backend, executor: Executor, *, compression_level: int = 1) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        executor: Executor,
+        *,
+        compression_level: int = 1,
+        max_expansion: float = MAX_EXPANSION,
+        expansion_allowance: int = EXPANSION_ALLOWANCE,
+    ) -> None:
         self.backend = backend
         self.executor = executor
         self.compression_level = compression_level
+        #: A tree read from here may declare at most max(expansion_allowance, max_expansion x its distinct bytes).
+        self.max_expansion = max_expansion
+        self.expansion_allowance = expansion_allowance
         self._index: dict[bytes, ChunkLocation] = {}
         self._loaded_indexes: set[bytes] = set()
         self._index_lock = threading.Lock()
@@ -81,6 +100,9 @@ class ObjectStore:
         #: Copies objects this store lacks from elsewhere (a read-through remote): False if
         #: there is nowhere to fetch from, ObjectNotFoundError if that place lacks them too.
         self.fetch_missing: Callable[[list[bytes]], bool] | None = None
+        # Chunk maps in the store are anyone's claim; these were cut or verified by this process.
+        self._trusted_maps: OrderedDict[bytes, ChunkMap] = OrderedDict()
+        self._trusted_lock = threading.Lock()
 
     # -- loose objects -------------------------------------------------------
     def put_object(self, raw: Buffer, *, compress: bool | None = None, loose: bool = False) -> bytes:
@@ -243,6 +265,21 @@ class ObjectStore:
         key = chunkmap_key(chunkmap.hash)
         with backend_errors(key):
             self.backend.write(key, codec.seal(payload))  # not named by its own hash: sealed
+        self.trust_chunkmap(chunkmap)
+
+    def trust_chunkmap(self, chunkmap: ChunkMap) -> None:
+        """Keep a chunk map this process cut or verified itself, for re-puts in this process."""
+        with self._trusted_lock:
+            self._trusted_maps[chunkmap.hash] = chunkmap
+            self._trusted_maps.move_to_end(chunkmap.hash)
+            while len(self._trusted_maps) > _TRUSTED_MAPS:
+                self._trusted_maps.popitem(last=False)
+
+    def trusted_chunkmap(self, file_hash: bytes, size: int) -> ChunkMap | None:
+        """A chunk map this process wrote or verified (its chunks may have gone since: freshen them)."""
+        with self._trusted_lock:
+            found = self._trusted_maps.get(file_hash)
+        return found if found is not None and found.size == size else None
 
     def read_chunkmap(self, file_hash: bytes, size: int) -> ChunkMap | None:
         """The chunk map of a file, if one exists, is intact and all its chunks are stored."""

@@ -10,6 +10,11 @@ Layout::
 
 Names may contain ``/`` (``team/model``) but never ``@``, so the ``@``
 folders can not clash with a name's own components.
+
+Two sets of rules: ``check_name``/``check_label`` say what can be stored and
+looked up (any name already in a store that passes them stays readable);
+``check_new_name``/``check_new_label`` add the look-alike rules of
+``cas.lookalikes`` and are what creating a name, label or tag must pass.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from cas import codec
+from cas import codec, lookalikes
 from cas.backends.base import Backend
 from cas.errors import (
     CorruptObjectError,
@@ -34,6 +39,8 @@ MAX_LABEL_LENGTH = 128
 _FORBIDDEN = set(' ~^:?*[\\@"<>|')
 _DIGITS = re.compile(r"[0-9]+")
 _MAX_ATTEMPTS = 10_000
+# How long a listing of the store's names answers "does a name differing only in case exist?"
+_FOLDS_TTL = 10.0
 
 
 def check_name(name: str) -> str:
@@ -73,12 +80,44 @@ def check_label(label: str, kind: str = "version") -> str:
     return label
 
 
+def check_new_name(name: str) -> str:
+    """``check_name``, and the rules a name must pass to be created (``cas.lookalikes``)."""
+    check_name(name)
+    lookalikes.check_hashlike(name)
+    for part in name.split("/"):
+        lookalikes.check_component(part, name, "name")
+    return name
+
+
+def check_new_label(label: str, kind: str = "version") -> str:
+    """``check_label``, and the rules a version label or tag must pass to be created."""
+    check_label(label, kind)
+    lookalikes.check_component(label, label, kind)
+    return label
+
+
 def _check_chars(text: str, kind: str) -> None:
     for ch in text:
         if ord(ch) < 32 or ord(ch) == 127:
             raise InvalidNameError(f"{kind} {text!r} contains a control character or NUL")
         if ch in _FORBIDDEN:
             raise InvalidNameError(f"{kind} {text!r} contains the forbidden character {ch!r}")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: no key can spell it
+            raise InvalidNameError(
+                f"{kind} {text!r} is not valid Unicode text (it contains a lone surrogate)"
+            ) from None
+
+
+def _prefixes(name: str) -> Iterator[str]:
+    """``a``, ``a/b``, ``a/b/c`` for ``a/b/c``: the folders a name's files go in."""
+    end = name.find("/")
+    while end != -1:
+        yield name[:end]
+        end = name.find("/", end + 1)
+    yield name
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +193,10 @@ class RefStore:
         # The next number this process expects for each name: saves listing every
         # version on each put. Another writer makes it stale, which costs a retry.
         self._next: dict[str, int] = {}
+        # fold(folder) -> folder for every folder a name uses, from one listing of refs/;
+        # refreshed after _FOLDS_TTL seconds. Only creating a new name reads it.
+        self._folds: dict[str, str] | None = None
+        self._folds_at = 0.0
 
     def _read(self, key: str) -> RefRecord | None:
         try:
@@ -173,24 +216,36 @@ class RefStore:
         return sorted(numbers)
 
     def create_version(self, name: str, target: bytes, label: str | None = None) -> RefRecord:
-        """Allocate the next version number of ``name`` (and claim ``label``) for ``target``."""
+        """Allocate the next version number of ``name`` (and claim ``label``) for ``target``.
+
+        A new name (no version yet, none deleted) must pass ``check_new_name`` and
+        must not differ only in case or Unicode form from a name already in the
+        store; a new version of an existing name only ``check_name``. Raises
+        InvalidNameError, RefExistsError (``label`` taken by another artifact).
+        """
         check_name(name)
+        number = self._next.get(name) or self._first_free(name)
+        if number == 1:
+            check_new_name(name)
+            self._check_case(name)
         now = time.time()
         if label is not None:
-            check_label(label)
+            check_new_label(label)
             key = f"refs/{name}/@label/{label}"
+            self._check_case_in(f"refs/{name}/@label/", label, "version")
             if not self.backend.create(key, _encode(RefRecord(target, now, None, label))):
                 existing = self._read(key)
                 if existing is None or existing.target != target:
                     raise RefExistsError(f"version {name}@{label} already exists with another artifact")
                 if existing.number is not None:
                     return existing
-        number = self._next.get(name) or self._first_free(name)
         for attempt in range(_MAX_ATTEMPTS):
             record = RefRecord(target, now, number, label)
             # Exclusive create: concurrent writers each get their own number.
             if self.backend.create(f"refs/{name}/@v/{number}", _encode(record)):
                 self._next[name] = number + 1
+                if self._folds is not None:
+                    self._folds.update((lookalikes.fold(p), p) for p in _prefixes(name))
                 # Reverse index (artifact -> names), for lineage labels; rebuildable from refs/.
                 self.backend.write(names_key(target, name, number), b"")
                 if label is not None:
@@ -199,13 +254,63 @@ class RefStore:
             number = number + 1 if attempt % 4 != 3 else max(number + 1, self._first_free(name))
         raise RefExistsError(f"could not allocate a version of {name!r}")
 
+    def check_creatable(self, name: str) -> None:
+        """Refuse early what ``create_version`` would refuse by name alone (no I/O unless refused).
+
+        A name the look-alike rules refuse may still get new versions if it is
+        already in the store (written before the rules, or by another writer).
+        """
+        try:
+            check_new_name(name)
+        except InvalidNameError:
+            check_name(name)
+            if not self.version_numbers(name):
+                raise
+
     def _first_free(self, name: str) -> int:
         numbers = self.version_numbers(name) + self._numbers_in(f"refs/{name}/@gone/")
         return max(numbers, default=0) + 1
 
+    def _check_case(self, name: str) -> None:
+        """Refuse a new name that one case-insensitive folder would share with an existing name.
+
+        Reads one listing of refs/ per _FOLDS_TTL seconds: a name another writer
+        created since may slip through (as may two created at the same moment).
+        """
+        if self._folds is None or time.monotonic() - self._folds_at > _FOLDS_TTL:
+            heads = {key[len("refs/") :].partition("/@")[0] for key in self.backend.list("refs/")}
+            folds: dict[str, str] = {}
+            for head in heads:
+                for prefix in _prefixes(head):
+                    folds.setdefault(lookalikes.fold(prefix), prefix)
+            self._folds, self._folds_at = folds, time.monotonic()
+        for prefix in _prefixes(name):
+            other = self._folds.get(lookalikes.fold(prefix))
+            if other is not None and other != prefix:
+                raise InvalidNameError(
+                    f"name {name!r}: {prefix!r} differs only in case or Unicode form from {other!r}, already "
+                    "in the store; on a case-insensitive disk (macOS, Windows) the two would be one folder"
+                )
+
+    def _check_case_in(self, folder: str, label: str, kind: str) -> None:
+        """Refuse a new label or tag that differs only in case from another in ``folder``."""
+        folded = lookalikes.fold(label)
+        for key in self.backend.list(folder):
+            other = key[len(folder) :]
+            if other != label and lookalikes.fold(other) == folded:
+                raise InvalidNameError(
+                    f"{kind} {label!r} differs only in case or Unicode form from {other!r}; "
+                    "on a case-insensitive disk (macOS, Windows) the two would be one file"
+                )
+
     def set_tag(self, name: str, tag: str, record: RefRecord) -> None:
-        """Point a tag at the version ``record``; the tag's ``created`` says when it was set."""
-        check_label(tag, "tag")
+        """Point a tag at the version ``record``; the tag's ``created`` says when it was set.
+
+        The tag must pass ``check_new_label`` and not differ only in case from
+        another tag of ``name``. Raises InvalidNameError.
+        """
+        check_new_label(tag, "tag")
+        self._check_case_in(f"refs/{name}/@tag/", tag, "tag")
         moved = RefRecord(record.target, time.time(), record.number, record.label)
         self.backend.write(f"refs/{name}/@tag/{tag}", _encode(moved))
 
@@ -319,10 +424,14 @@ class RefStore:
             raise CorruptObjectError(f"{key} in {self.backend.url} is unreadable: {exc}", key=key) from None
 
     def names(self) -> Iterator[str]:
-        """Every name with at least one version."""
+        """Every name with at least one version (names no lookup could reach are left out)."""
         seen = set()
         for key in self.backend.list("refs/"):
             head, sep, _ = key[len("refs/") :].partition("/@v/")
             if sep and head not in seen:
                 seen.add(head)
+                try:
+                    check_name(head)
+                except InvalidNameError:  # planted by another writer, e.g. not UTF-8 on a local disk
+                    continue
                 yield head

@@ -4,10 +4,13 @@ Kept in the store's ``remotes`` file (JSON), like the remotes of a git
 repository's ``.git/config``: a setting of this store only, never copied by a
 push or pull, and rewritten whole (atomically) on each change::
 
-    {"origin": {"url": "s3://team-bucket/cas", "read_through": true}}
+    {"origin": {"url": "s3://team-bucket/cas", "read_through": true, "trust_cache": false}}
 
 A remote marked ``read_through`` is where ``get`` fetches what this store
-lacks (at most one remote is).
+lacks (at most one remote is). A remote marked ``trust_cache`` is one whose
+runs may answer this store's ``@step`` cache lookups once pulled: runs pulled
+from any other remote are copied for log and lineage only. Both marks are
+choices of this store's user; nothing read from another store sets them.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class Remote:
     name: str
     url: str
     read_through: bool = False
+    #: Runs pulled from it answer this store's cache lookups (see ``cas.sync``).
+    trust_cache: bool = False
 
 
 class RemoteList:
@@ -50,7 +55,7 @@ class RemoteList:
             if not isinstance(value, dict):
                 raise ValueError("not an object")
             return {
-                name: Remote(name, str(entry["url"]), bool(entry.get("read_through", False)))
+                name: Remote(name, str(entry["url"]), _flag(entry, "read_through"), _flag(entry, "trust_cache"))
                 for name, entry in value.items()
             }
         except (ValueError, KeyError, TypeError) as exc:
@@ -75,17 +80,25 @@ class RemoteList:
         """The remote ``get`` reads missing objects from, if any."""
         return next((r for r in self.all().values() if r.read_through), None)
 
-    def add(self, name: str, url: str, *, read_through: bool = False) -> Remote:
-        """Add (or replace) a remote; marking it read-through unmarks any other."""
+    def trusting_cache(self, url: str) -> bool:
+        """Whether a remote at ``url`` (named or not) is marked ``trust_cache``."""
+        wanted = _normal_url(url)
+        return any(r.trust_cache and _normal_url(r.url) == wanted for r in self.all().values())
+
+    def add(self, name: str, url: str, *, read_through: bool = False, trust_cache: bool = False) -> Remote:
+        """Add (or replace) a remote; marking it read-through unmarks any other.
+
+        ``trust_cache`` lets runs pulled from it answer this store's cache
+        lookups (only mark a store whose every writer you trust).
+        """
         check_label(name, "remote name")
         if not isinstance(url, str) or not url:
             raise InvalidNameError("a remote needs a URL or path")
         remotes = self.all()
         if read_through:
-            remotes = {k: Remote(r.name, r.url, False) for k, r in remotes.items()}
-        if "://" not in url:
-            url = os.path.abspath(url)  # a local path, found from anywhere
-        remote = Remote(name, url, read_through)
+            remotes = {k: Remote(r.name, r.url, False, r.trust_cache) for k, r in remotes.items()}
+        url = _normal_url(url)
+        remote = Remote(name, url, read_through, trust_cache)
         remotes[name] = remote
         self._write(remotes)
         return remote
@@ -98,5 +111,19 @@ class RemoteList:
         self._write(remotes)
 
     def _write(self, remotes: dict[str, Remote]) -> None:
-        value = {r.name: {"url": r.url, "read_through": r.read_through} for r in remotes.values()}
+        value = {
+            r.name: {"url": r.url, "read_through": r.read_through, "trust_cache": r.trust_cache}
+            for r in remotes.values()
+        }
         self.backend.write(REMOTES_KEY, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _flag(entry: dict[str, Any], key: str) -> bool:
+    value = entry.get(key, False)
+    if not isinstance(value, bool):  # "false" is truthy: a mark is a JSON boolean or nothing
+        raise TypeError(f"{key} must be true or false, not {value!r}")
+    return value
+
+
+def _normal_url(url: str) -> str:
+    return url if "://" in url else os.path.abspath(url)  # a local path, found from anywhere

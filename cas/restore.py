@@ -9,7 +9,7 @@ then each is hashed; anything else is read, decoded and verified one by one.
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -222,10 +222,16 @@ def read_bytes(objects: ObjectStore, entry: FileEntry) -> bytes:
     return filled_bytes(entry.size, lambda view: read_into(objects, entry, view))
 
 
-def restore_file(objects: ObjectStore, entry: FileEntry, path: Path, *, durable: bool = False) -> None:
-    """Write the file to ``path`` atomically (temp file, then rename), in bounded memory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".cas-tmp")
+def restore_file(
+    objects: ObjectStore, entry: FileEntry, path: Path, *, executable: bool = False, durable: bool = False
+) -> None:
+    """Write the file to ``path`` atomically (a new file, then rename), in bounded memory.
+
+    The new file gets the usual mode (0o666, 0o777 if ``executable``, less the
+    umask). Whatever is at ``path`` (a file, a symlink) is replaced by the
+    rename, never written through. The folder ``path`` is in must exist.
+    """
+    fd, tmp = _create_temp(path, 0o777 if executable else 0o666)
     try:
         if entry.data is not None:
             os.write(fd, entry.data)
@@ -241,6 +247,21 @@ def restore_file(objects: ObjectStore, entry: FileEntry, path: Path, *, durable:
             os.close(fd)
         os.unlink(tmp)
         raise
+
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_CREATE |= getattr(os, "O_BINARY", 0)
+
+
+def _create_temp(path: Path, mode: int) -> tuple[int, str]:
+    """A new file beside ``path``; the kernel applies the umask to ``mode`` (mkstemp would force 0600)."""
+    for _ in range(100):
+        tmp = os.path.join(path.parent, f".{path.name[:64]}.{secrets.token_hex(6)}.cas-tmp")
+        try:
+            return os.open(tmp, _CREATE, mode), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def _restore_chunks(objects: ObjectStore, entry: FileEntry, fd: int) -> None:

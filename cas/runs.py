@@ -28,6 +28,14 @@ from cas.hashing import short, to_hex
 from cas.objects import _digest_field, _fail, _field, _header
 
 STATUSES = ("completed", "failed", "cached")
+#: Run times are POSIX seconds in [0, MAX_TIME): 1970 up to the year 3000. Anything else (NaN, infinities,
+#: 1e300) is refused when a run is recorded and when one is read, so every page and log line can print it.
+MAX_TIME = 32503680000.0  # 3000-01-01T00:00:00Z
+
+
+def valid_time(t: object) -> bool:
+    """Whether ``t`` can be a run's start or end time (a float or int, finite, 1970 <= t < 3000)."""
+    return isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t < MAX_TIME
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,9 @@ class Run:
                 raise _fail(key, f"field {name!r} has the wrong type")
         if value["pipeline"] is not None and not isinstance(value["pipeline"], dict):
             raise _fail(key, "field 'pipeline' has the wrong type")
+        for name in ("started", "ended"):
+            if not valid_time(_field(value, name, float, key)):  # NaN fails every comparison
+                raise _fail(key, f"run {name} time {value[name]!r} is outside 1970..3000")
         return cls(
             step=_field(value, "step", str, key),
             code=_digest_field(value["code"], key),
@@ -176,12 +187,13 @@ class RunIndex:
         """The run's ``runlog/`` key (the same in every store that holds the run)."""
         return f"runlog/{_day(run.ended)}/{int(run.ended * 1e6):020d}-{to_hex(run.hash)}"
 
-    def add(self, run: Run, *, replace_cache: bool = True) -> None:
+    def add(self, run: Run, *, replace_cache: bool = True, cache: bool = True) -> None:
         """Index a stored run (its object is written first).
 
         The run log entry comes last, so a run that is in the log is fully
         indexed. ``replace_cache=False`` keeps a cache entry another run of the
-        same key already holds (a copied run does not displace a local one).
+        same key already holds (a copied run does not displace a local one);
+        ``cache=False`` writes none (a run pulled from a remote not trusted for caching).
         """
         run_hex = to_hex(run.hash)
         for artifact in set(run.inputs.values()):
@@ -190,20 +202,20 @@ class RunIndex:
             for artifact in set(run.outputs.values()):
                 self.backend.write(f"produced/{to_hex(artifact)}/{run_hex}", b"")
             entry = codec.seal(run.hash)
-            if replace_cache:
-                self.backend.write(self._cache_key(run.cache_key), entry)
-            else:
-                self.backend.create(self._cache_key(run.cache_key), entry)
+            if cache and replace_cache:
+                self.backend.write(self.cache_entry_key(run.cache_key), entry)
+            elif cache:
+                self.backend.create(self.cache_entry_key(run.cache_key), entry)
         self.backend.write(self.log_key(run), b"")
 
     @staticmethod
-    def _cache_key(cache_key: bytes) -> str:
+    def cache_entry_key(cache_key: bytes) -> str:
         text = to_hex(cache_key)
         return f"cache/{text[:2]}/{text[2:]}"
 
     def cached(self, cache_key: bytes) -> bytes | None:
         """The run hash last recorded for a cache key, if any (not yet checked for completeness)."""
-        return self.cached_at(self._cache_key(cache_key))  # a damaged entry only costs a rerun
+        return self.cached_at(self.cache_entry_key(cache_key))  # a damaged entry only costs a rerun
 
     def cached_at(self, key: str) -> bytes | None:
         """The run hash in the cache entry file ``key`` (None if unreadable)."""
@@ -215,7 +227,7 @@ class RunIndex:
 
     def forget_cache(self, cache_key: bytes) -> None:
         try:
-            self.backend.delete(self._cache_key(cache_key))
+            self.backend.delete(self.cache_entry_key(cache_key))
         except FileNotFoundError:
             pass
 
@@ -268,7 +280,7 @@ class RunIndex:
         keys += [f"consumed/{to_hex(a)}/{run_hex}" for a in set(run.inputs.values())]
         keys += [f"produced/{to_hex(a)}/{run_hex}" for a in set(run.outputs.values())]
         if self.cached(run.cache_key) == run.hash:
-            keys.append(self._cache_key(run.cache_key))
+            keys.append(self.cache_entry_key(run.cache_key))
         for key in keys:
             try:
                 self.backend.delete(key)

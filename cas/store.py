@@ -17,6 +17,7 @@ from cas import visualize as visualize_mod
 from cas.backends import Backend, backend_for
 from cas.config import StoreConfig, load_config
 from cas.errors import (
+    AmbiguousRefError,
     BackendError,
     CorruptObjectError,
     IncompatibleArtifactError,
@@ -31,13 +32,14 @@ from cas.hashing import from_hex, is_full_hex, is_hex_prefix, short, to_hex
 from cas.history import History
 from cas.maintenance import Maintenance
 from cas.objects import Artifact, Tree, kind_of
-from cas.objectstore import ObjectStore
-from cas.refs import RefRecord, RefStore, check_label, check_name, parse_ref
+from cas.objectstore import EXPANSION_ALLOWANCE, MAX_EXPANSION, ObjectStore
+from cas.refs import RefRecord, RefSpec, RefStore, check_name, check_new_label, parse_ref
 from cas.remoting import Remoting
 from cas.runs import RunIndex
 from cas.steps import Provenance
 from cas.trees import TreeReader, TreeWriter
 from materializers import Materializer, type_name_of
+from materializers.builtin import executable_paths
 from materializers.visuals import Visualization
 
 
@@ -102,6 +104,8 @@ class Store(History, Maintenance, Remoting):
         trust_pickle: bool = False,
         single_writer: bool = False,
         read_through: bool = True,
+        max_expansion: float = MAX_EXPANSION,
+        expansion_allowance: int = EXPANSION_ALLOWANCE,
     ) -> None:
         self.backend = backend
         if not single_writer and backend.url not in _CHECKED_CREATE:
@@ -116,7 +120,13 @@ class Store(History, Maintenance, Remoting):
         self._executor = ThreadPoolExecutor(
             max_workers=workers or max(4, (os.cpu_count() or 2) + 2), thread_name_prefix="cas"
         )
-        self.objects = ObjectStore(backend, self._executor, compression_level=self.config.compression_level)
+        self.objects = ObjectStore(
+            backend,
+            self._executor,
+            compression_level=self.config.compression_level,
+            max_expansion=max_expansion,
+            expansion_allowance=expansion_allowance,
+        )
         self.refs = RefStore(backend)
         self.run_index = RunIndex(backend)
         #: Objects loaded by get or returned by steps, with their artifact hashes.
@@ -171,11 +181,11 @@ class Store(History, Maintenance, Remoting):
         """
         tags = tuple(tags)
         if name is not None:
-            check_name(name)
+            self.refs.check_creatable(name)
             if version is not None:
-                check_label(version)
+                check_new_label(version)
             for tag in tags:
-                check_label(tag, "tag")
+                check_new_label(tag, "tag")
         elif version is not None or tags:
             raise InvalidNameError("a version or tag needs a name: put(obj, name, version=..., tags=...)")
         user_metadata = _check_metadata(metadata or {})
@@ -230,7 +240,11 @@ class Store(History, Maintenance, Remoting):
         return self.objects.deferred()
 
     def tag(self, ref: RefLike, tag: str) -> Ref:
-        """Point ``name@tag`` at the version ``ref`` names (moving the tag if it exists)."""
+        """Point ``name@tag`` at the version ``ref`` names (moving the tag if it exists).
+
+        Raises InvalidNameError for a tag the rules of new names refuse
+        (``cas.refs.check_new_label``) or one differing only in case from another tag of the name.
+        """
         resolved, record = self._resolve(ref)
         if resolved.name is None or record is None:
             raise InvalidNameError("only a named version can be tagged")
@@ -248,7 +262,13 @@ class Store(History, Maintenance, Remoting):
 
     # -- reading -------------------------------------------------------------
     def resolve(self, ref: RefLike) -> Ref:
-        """The artifact a ref string names: ``name``, ``name@3``, ``name@v1.0``, ``name@tag``, a hash or prefix."""
+        """The artifact a ref string names: ``name``, ``name@3``, ``name@v1.0``, ``name@tag``, a hash or prefix.
+
+        64 hex digits always mean that hash, even if a name is spelt so; 6 to 63
+        hex digits that are both a name and a hash prefix raise AmbiguousRefError
+        (``name@3`` always means the name). Raises InvalidNameError,
+        RefNotFoundError, ObjectNotFoundError, AmbiguousRefError.
+        """
         return self._resolve(ref)[0]
 
     def _resolve(self, ref: RefLike) -> tuple[Ref, RefRecord | None]:
@@ -273,27 +293,42 @@ class Store(History, Maintenance, Remoting):
             spec = parse_ref(ref)
             record = self.refs.resolve(spec)
             return _ref_of(spec.name, record), record
-        if is_full_hex(ref) and not self._is_name(ref):
+        # A name never shadows a hash. New names that could be read as one are
+        # refused (check_new_name), but another writer can plant their ref files:
+        # 64 hex digits always mean that hash; 6 to 63 hex digits that are both
+        # a name here and a hash prefix raise AmbiguousRefError.
+        if is_full_hex(ref):
             return Ref(ref), None
-        try:
+        if not is_hex_prefix(ref):
             check_name(ref)
-            is_name = True
-        except InvalidNameError:
-            if not is_hex_prefix(ref):
-                raise
-            is_name = False
-        if is_name and self._is_name(ref):
-            record = self.refs.resolve(parse_ref(ref))
+            record = self.refs.resolve(RefSpec(ref, None))
             return _ref_of(ref, record), record
-        if is_hex_prefix(ref):
+        if not self._is_name(ref):
             return Ref(to_hex(self.objects.resolve_prefix(ref))), None
-        raise RefNotFoundError(f"no artifact named {ref!r}")
+        digest = self._prefix_match(ref)
+        if digest is not None:
+            raise AmbiguousRefError(
+                f"{ref!r} is both a name and a prefix of the hash {short(digest)}: "
+                f"write {ref}@<version> for the name, or the full hash"
+            )
+        record = self.refs.resolve(RefSpec(ref, None))
+        return _ref_of(ref, record), record
 
     def _is_name(self, text: str) -> bool:
         try:
             return bool(self.refs.version_numbers(text))
         except InvalidNameError:
             return False
+
+    def _prefix_match(self, prefix: str) -> bytes | None:
+        """The one object ``prefix`` names here or in the read-through remote; None if none."""
+        for store in (self, self.read_through_store()):
+            if store is not None:
+                try:
+                    return store.objects.resolve_prefix(prefix)
+                except ObjectNotFoundError:
+                    continue
+        return None
 
     def _artifact(self, ref: Ref) -> Artifact:
         d = from_hex(ref.hash)
@@ -306,7 +341,10 @@ class Store(History, Maintenance, Remoting):
             raise ObjectNotFoundError(f"{short(d)} is a {kind}, not an artifact") from None
 
     def _tree(self, artifact: Artifact) -> Tree:
-        return Tree.from_bytes(self.objects.get_object(artifact.tree), key=f"tree {short(artifact.tree)}")
+        tree = Tree.from_bytes(self.objects.get_object(artifact.tree), key=f"tree {short(artifact.tree)}")
+        if tree.size != artifact.size:  # info shows the artifact's size: it must be the files'
+            raise CorruptObjectError(f"artifact says {artifact.size:,} bytes, its tree {tree.size:,}")
+        return tree
 
     def get(
         self,
@@ -322,7 +360,12 @@ class Store(History, Maintenance, Remoting):
         artifact (or one of several files) below the folder ``path``. Returns
         the loaded object, or the Path written. A pickled artifact loads only
         with ``trust_pickle=True`` (or ``cas.open(trust_pickle=True)``): unpickling
-        runs code chosen by whoever wrote it.
+        runs code chosen by whoever wrote it. Restored files get the usual
+        mode (executable ones keep their bit); the whole destination is
+        checked before anything is written, and a file already at a target
+        path is replaced, never written through (a folder is refused).
+        With ``path`` also raises NonPortablePathError, UnsafeDestinationError
+        (a symlink on the way), DestinationExistsError (the wrong kind).
         Raises RefNotFoundError, ObjectNotFoundError, AmbiguousRefError,
         IntegrityError/CorruptObjectError, UnsupportedTypeError, PathRequiredError,
         UntrustedPickleError, IncompatibleArtifactError.
@@ -355,26 +398,14 @@ class Store(History, Maintenance, Remoting):
         return TreeReader(self.objects, self._tree(artifact), artifact.metadata)
 
     def _export(self, artifact: Artifact, tree: Tree, target: Path) -> Path:
+        # The tree and metadata are the store writer's: TreeReader checks the
+        # whole destination (portable paths, no links on the way) before writing.
         reader = TreeReader(self.objects, tree)
-        as_folder = artifact.metadata.get("kind") == "directory" or len(tree.entries) != 1
-        if not as_folder:
-            entry = tree.entries[0]
-            if target.is_dir():
-                target = target / entry.path
-            reader.restore_file(entry.path, target)
-            return target
-        target.mkdir(parents=True, exist_ok=True)
-        root = os.path.realpath(target)
-        for entry in tree.entries:
-            dest = target / entry.path
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            # Tree paths are relative and '..'-free; a symlink already in the
-            # destination could still lead outside it, so check the real path.
-            real_parent = os.path.realpath(dest.parent)
-            if os.path.commonpath([root, real_parent]) != root:
-                raise InvalidNameError(f"{entry.path!r} would be written outside {target}")
-            reader.restore_file(entry.path, dest)
-        return target
+        paths = [e.path for e in tree.entries]
+        executable = executable_paths(artifact.metadata, paths) if artifact.materializer == "cas.path" else frozenset()
+        if artifact.metadata.get("kind") == "directory" or len(paths) != 1:
+            return reader.restore_tree(target, executable=executable)
+        return reader.restore_file(paths[0], target, executable=paths[0] in executable)
 
     def info(self, ref: RefLike) -> ArtifactInfo:
         """Type, materializer, sizes, metadata and files of an artifact, without loading it."""
@@ -405,7 +436,7 @@ class Store(History, Maintenance, Remoting):
                     continue
                 seen.add(d)
                 loc = self.objects.locate(d)
-                total += loc.entry.stored if loc is not None else self.objects.loose_size(d)
+                total += loc.entry.stored if loc is not None else self.stored_size_of(d)  # maybe read-through
         return total
 
     def visualizations(self, ref: RefLike, *, save: bool = False) -> list[Visualization]:
@@ -467,6 +498,8 @@ def open(  # noqa: A001  (cas.open, like io.open)
     trust_pickle: bool = False,
     single_writer: bool = False,
     read_through: bool = True,
+    max_expansion: float = MAX_EXPANSION,
+    expansion_allowance: int = EXPANSION_ALLOWANCE,
 ) -> Store:
     """Open (or create) a store.
 
@@ -482,6 +515,9 @@ def open(  # noqa: A001  (cas.open, like io.open)
     (JSON) adds options when the URL comes from ``CAS_STORE``. An object
     store must honour create-if-absent, which is checked at open; pass
     ``single_writer=True`` to open one that does not, if only one process writes.
+    A read refuses (ExpansionLimitError) an artifact declaring more than
+    ``max(expansion_allowance, max_expansion x its distinct bytes)``: a tree
+    that lists its chunks over and over (defaults: 256 times, or 512 MiB in all).
     """
     if url is None:
         url = os.environ.get("CAS_STORE") or _discover() or Path.cwd() / ".cas"
@@ -503,6 +539,8 @@ def open(  # noqa: A001  (cas.open, like io.open)
         trust_pickle=trust_pickle,
         single_writer=single_writer,
         read_through=read_through,
+        max_expansion=max_expansion,
+        expansion_allowance=expansion_allowance,
     )
 
 

@@ -11,6 +11,7 @@ and a rerun copies only what is still missing.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 from cas import codec
 from cas.backends.base import Backend
-from cas.errors import ObjectNotFoundError
+from cas.errors import CasError, ObjectNotFoundError
 from cas.hashing import short
 from cas.objectstore import ChunkLocation, ObjectStore, object_key, pack_key, verify_packed
 
@@ -119,40 +120,49 @@ def copy_objects(
     loose: Iterable[bytes] = (),
     keep_layout: bool = False,
     progress: Callable[[int], None] | None = None,
+    failed: dict[bytes, str] | None = None,
 ) -> CopyStats:
     """Copy the objects ``digests`` from ``src`` to ``dst`` (all of them: callers filter first).
 
     ``loose`` objects (runs) are written as loose objects, the rest into new
     packs of about the destination's pack size. With ``keep_layout``, objects
     loose in the source stay loose (read-through fetches, which do not know
-    kinds). Raises ObjectNotFoundError if the source lacks one.
+    kinds). Raises ObjectNotFoundError if the source lacks one, IntegrityError
+    if its copy is damaged; with ``failed``, such objects are left out and
+    recorded there (digest -> why) and everything else is copied.
     """
     stats = CopyStats()
     loose_set = set(loose)
-    sources = _locate(src, digests)
+    sources = _locate(src, digests, failed)
     in_packs = [s.digest not in loose_set and not (keep_layout and s.location is None) for s in sources]
     packable = [s for s, packed in zip(sources, in_packs, strict=True) if packed]
     single = [s for s, packed in zip(sources, in_packs, strict=True) if not packed]
 
     def one_loose(item: _Source) -> int:
-        raw = src.get_object(item.digest)  # verified
+        try:
+            raw = src.get_object(item.digest)  # verified
+        except CasError as exc:
+            if failed is None:
+                raise
+            failed[item.digest] = str(exc)
+            return 0
         dst.put_object(raw, loose=True)
         if progress:
             progress(len(raw))
         return len(raw)
 
     for size in executor.map(one_loose, single):
-        stats.objects += 1
+        stats.objects += size > 0
         stats.bytes += size
     groups = list(_pack_groups(packable, dst.backend.pack_target))
-    for count, size in executor.map(lambda g: _copy_into_pack(src, dst, g, progress), groups):
+    for count, size in executor.map(lambda g: _copy_into_pack(src, dst, g, progress, failed), groups):
         stats.objects += count
         stats.bytes += size
-        stats.packs += 1
+        stats.packs += count > 0
     return stats
 
 
-def _locate(src: ObjectStore, digests: Iterable[bytes]) -> list[_Source]:
+def _locate(src: ObjectStore, digests: Iterable[bytes], failed: dict[bytes, str] | None = None) -> list[_Source]:
     wanted = sorted(set(digests))
     found = []
     refreshed = False
@@ -164,7 +174,11 @@ def _locate(src: ObjectStore, digests: Iterable[bytes]) -> list[_Source]:
                 refreshed = True
                 loc = src.locate(d)
             if loc is None and not src.has_object(d):
-                raise ObjectNotFoundError(f"object {short(d)} is missing from {src.backend.url}")
+                why = f"object {short(d)} is missing from {src.backend.url}"
+                if failed is None:
+                    raise ObjectNotFoundError(why)
+                failed[d] = why
+                continue
         stored = loc.entry.stored if loc is not None else 0
         found.append(_Source(d, loc, stored))
     # Source order: chunks of one pack are read in ranges, front to back.
@@ -190,41 +204,73 @@ def _pack_groups(sources: list[_Source], target: int) -> Iterator[list[_Source]]
 
 
 def _copy_into_pack(
-    src: ObjectStore, dst: ObjectStore, group: list[_Source], progress: Callable[[int], None] | None
+    src: ObjectStore,
+    dst: ObjectStore,
+    group: list[_Source],
+    progress: Callable[[int], None] | None,
+    failed: dict[bytes, str] | None = None,
 ) -> tuple[int, int]:
-    """Read ``group`` verified from ``src`` and write it to ``dst`` as one new pack."""
-    objects = ((d, [stored], raw_size, codec_id) for d, stored, raw_size, codec_id in _read_stored(src, group))
-    _, index, size = dst.write_pack(objects, on_written=progress)
+    """Read ``group`` verified from ``src`` and write it to ``dst`` as one new pack (none if nothing is left)."""
+    objects = ((d, [data], raw_size, codec_id) for d, data, raw_size, codec_id in _read_stored(src, group, failed))
+    first = next(objects, None)
+    if first is None:  # every object of the group was missing or damaged
+        return 0, 0
+    _, index, size = dst.write_pack(itertools.chain([first], objects), on_written=progress)
     return len(index.entries), size
 
 
-def _read_stored(src: ObjectStore, group: list[_Source]) -> Iterator[tuple[bytes, bytes, int, int]]:
-    """(digest, stored bytes, raw size, codec) of each object, verified, reading adjacent chunks together."""
+def _read_stored(
+    src: ObjectStore, group: list[_Source], failed: dict[bytes, str] | None = None
+) -> Iterator[tuple[bytes, bytes, int, int]]:
+    """(digest, stored bytes, raw size, codec) of each object, verified, reading adjacent chunks together.
+
+    With ``failed``, an object that is missing or damaged is recorded there and left out.
+    """
     for run in _ranges(group):
-        first = run[0]
-        if first.location is None:
-            key = object_key(first.digest)
-            try:
-                data = src.backend.read(key)
-            except FileNotFoundError:
-                raise ObjectNotFoundError(f"object {short(first.digest)} is missing from {src.backend.url}") from None
-            name = f"object {short(first.digest)}"
-            header = codec.parse_header(data, key=name)
-            codec.verify(codec.decode(data, key=name), first.digest, key=name)
-            yield first.digest, data, header.raw_size, header.codec
+        if failed is None:
+            yield from _read_run(src, run)
             continue
-        pack = first.location.pack
-        start = first.location.entry.offset
-        end = run[-1].location.entry.offset + run[-1].location.entry.stored  # type: ignore[union-attr]
         try:
-            data = src.backend.read_range(pack_key(pack), start, end - start)
+            yield from _read_run(src, run, failed)
+        except CasError as exc:  # the whole range is unreadable (its pack is gone)
+            for source in run:
+                failed.setdefault(source.digest, str(exc))
+
+
+def _read_run(
+    src: ObjectStore, run: list[_Source], failed: dict[bytes, str] | None = None
+) -> Iterator[tuple[bytes, bytes, int, int]]:
+    """One read: a loose object, or adjacent chunks of one pack (each verified)."""
+    first = run[0]
+    if first.location is None:
+        key = object_key(first.digest)
+        try:
+            data = src.backend.read(key)
         except FileNotFoundError:
-            raise ObjectNotFoundError(f"pack {short(pack)} is missing from {src.backend.url}") from None
-        for item in run:
-            entry = item.location.entry  # type: ignore[union-attr]
-            piece = data[entry.offset - start : entry.offset - start + entry.stored]
+            raise ObjectNotFoundError(f"object {short(first.digest)} is missing from {src.backend.url}") from None
+        name = f"object {short(first.digest)}"
+        header = codec.parse_header(data, key=name)
+        codec.verify(codec.decode(data, key=name), first.digest, key=name)
+        yield first.digest, data, header.raw_size, header.codec
+        return
+    pack = first.location.pack
+    start = first.location.entry.offset
+    end = run[-1].location.entry.offset + run[-1].location.entry.stored  # type: ignore[union-attr]
+    try:
+        data = src.backend.read_range(pack_key(pack), start, end - start)
+    except FileNotFoundError:
+        raise ObjectNotFoundError(f"pack {short(pack)} is missing from {src.backend.url}") from None
+    for item in run:
+        entry = item.location.entry  # type: ignore[union-attr]
+        piece = data[entry.offset - start : entry.offset - start + entry.stored]
+        try:
             verify_packed(piece, entry, pack)
-            yield entry.digest, piece, entry.raw_size, entry.codec
+        except CasError as exc:
+            if failed is None:
+                raise
+            failed[entry.digest] = str(exc)
+            continue
+        yield entry.digest, piece, entry.raw_size, entry.codec
 
 
 def _ranges(group: list[_Source]) -> Iterator[list[_Source]]:

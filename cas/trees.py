@@ -8,13 +8,13 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from cas import restore
+from cas import codec, destination, restore
 from cas.backends.base import Buffer
 from cas.chunking import ChunkParams
-from cas.errors import CorruptObjectError, InvalidNameError, SourceNotFoundError
-from cas.hashing import digest, digest_windows
+from cas.errors import CorruptObjectError, DeclaredSizeError, ExpansionLimitError, InvalidNameError, SourceNotFoundError
+from cas.hashing import digest, digest_windows, short
 from cas.ingest import ChunkIngest, ChunkRefs, Release
-from cas.objects import INLINE_MAX, ChunkMap, FileEntry, Tree, check_tree_path
+from cas.objects import INLINE_MAX, ChunkMap, FileEntry, Tree, check_portable_path
 from cas.objectstore import ObjectStore
 
 # Files up to this size are one loose object; larger ones are cut into packed chunks.
@@ -43,7 +43,7 @@ class TreeWriter:
         self._maps: list[mmap.mmap] = []
 
     def _claim_path(self, path: str) -> None:
-        check_tree_path(path)
+        check_portable_path(path)  # refused here, at put, rather than only when restored
         if path in self._done or path in self._pending:
             raise InvalidNameError(f"file {path!r} written twice")
 
@@ -81,7 +81,14 @@ class TreeWriter:
         self._write_large(path, view, digest_windows(view, _HASH_WINDOW, release), release)
 
     def _write_large(self, path: str, view: memoryview, file_hash: bytes, release: Release | None) -> None:
-        known = self._objects.read_chunkmap(file_hash, len(view))
+        known = self._objects.trusted_chunkmap(file_hash, len(view))
+        if known is None:
+            known = self._objects.read_chunkmap(file_hash, len(view))
+            # A stored chunk map is anyone's claim: it is used only if its chunks are exactly these bytes.
+            if known is not None and _map_matches(self._objects, view, known.chunks):
+                self._objects.trust_chunkmap(known)
+            else:
+                known = None  # cut the file as if there were no map (the put then writes a true one)
         # The same bytes were stored before: nothing to cut, unless gc took some of them meanwhile.
         if known is not None and not self._objects.freshen_chunks({d for d, _ in known.chunks}):
             self._done[path] = FileEntry(path, len(view), known.chunks, hash=file_hash)
@@ -134,10 +141,91 @@ def _releaser(mapped: mmap.mmap) -> Release:
     return release
 
 
+_VERIFY_GROUP = 16 << 20
+
+
+def _map_matches(objects: ObjectStore, view: memoryview, chunks: tuple[tuple[bytes, int], ...]) -> bool:
+    """Whether the chunks of a map hash to the spans of ``view`` they claim (hashed on the pool)."""
+    groups: list[list[tuple[int, int, bytes]]] = [[]]
+    offset = filled = 0
+    for d, n in chunks:
+        groups[-1].append((offset, n, d))
+        offset += n
+        filled += n
+        if filled >= _VERIFY_GROUP:
+            groups.append([])
+            filled = 0
+    if offset != len(view):
+        return False
+
+    def check(group: list[tuple[int, int, bytes]]) -> bool:
+        return all(digest(view[start : start + n]) == d for start, n, d in group)
+
+    return all(objects.executor.map(check, groups))
+
+
+def check_expansion(objects: ObjectStore, tree: Tree) -> None:
+    """Check a tree's declared sizes against what is stored, before anything is allocated for it.
+
+    A chunk listed many times expands a small object into a large value (a
+    file of zeros is one chunk repeated), so a tree may declare at most
+    ``max(objects.expansion_allowance, objects.max_expansion x distinct bytes)``,
+    where distinct bytes are its inline data plus each distinct chunk once.
+    A packed chunk's size must equal the pack index's, and its stored bytes
+    must be able to hold it; so must a loose chunk's larger than a small file.
+    Raises ExpansionLimitError, CorruptObjectError.
+    """
+    pairs: set[tuple[bytes, int]] = set()
+    logical = distinct = 0
+    for entry in tree.entries:
+        logical += entry.size
+        if entry.data is not None:
+            distinct += entry.size
+        else:
+            pairs.update(entry.chunks)
+    if not pairs:
+        return
+    sizes = dict(pairs)
+    if len(sizes) != len(pairs):
+        raise CorruptObjectError("the tree lists a chunk with two different sizes")
+    index = objects.chunk_index()
+    raw_codec = codec.CODEC_RAW
+    for d, n in sizes.items():
+        loc = index.get(d)
+        if loc is not None:
+            e = loc.entry
+            if e.raw_size != n:
+                raise CorruptObjectError(f"chunk {short(d)}: the tree says {n} bytes, its pack index {e.raw_size}")
+            if e.codec == raw_codec and e.stored - codec.HEADER_SIZE != n:
+                _check_backed(d, n, e.stored, raw=True)
+            elif n > (e.stored - codec.HEADER_SIZE) * codec.MAX_ZSTD_RATIO:
+                _check_backed(d, n, e.stored, raw=False)
+        elif n > SMALL_MAX and objects.has_object(d):
+            _check_backed(d, n, objects.loose_size(d), raw=False)
+    distinct += sum(sizes.values())
+    limit = max(objects.expansion_allowance, objects.max_expansion * distinct)
+    if logical > limit:
+        raise ExpansionLimitError(
+            f"the artifact declares {logical:,} bytes made of {distinct:,} distinct bytes: it re-uses its chunks "
+            f"{logical / max(distinct, 1):,.0f} times, beyond the limit of {objects.max_expansion:,} times "
+            f"(or {objects.expansion_allowance:,} bytes in all); if you trust it, raise the limit with "
+            "cas.open(..., max_expansion=N, expansion_allowance=BYTES)"
+        )
+
+
+def _check_backed(d: bytes, size: int, stored: int, *, raw: bool) -> None:
+    """``stored`` bytes (header included) can hold ``size`` raw bytes: as they are, or as zstd at most expands."""
+    payload = stored - codec.HEADER_SIZE
+    room = payload if raw else payload * codec.MAX_ZSTD_RATIO + (128 << 10)
+    if payload < 0 or size > room or (raw and size != payload):
+        raise DeclaredSizeError(f"chunk {short(d)}: {stored:,} stored bytes can not hold the {size:,} it declares")
+
+
 class TreeReader:
     """Reads the files of a stored tree, verifying every byte."""
 
     def __init__(self, objects: ObjectStore, tree: Tree, metadata: dict[str, Any] | None = None) -> None:
+        check_expansion(objects, tree)  # before any read allocates what the tree declares
         self._objects = objects
         self._entries = {e.path: e for e in tree.entries}
         self._metadata = metadata or {}
@@ -167,5 +255,32 @@ class TreeReader:
             raise ValueError(f"destination is {len(dest)} bytes, file {path!r} is {entry.size}")
         restore.read_into(self._objects, entry, dest)
 
-    def restore_file(self, path: str, target: Path) -> None:
-        restore.restore_file(self._objects, self._entry(path), target)
+    def restore_file(self, path: str, target: Path, *, executable: bool = False) -> Path:
+        """Write one file to ``target``, or into it under its base name if ``target`` is a folder.
+
+        Returns the file written. A file or symlink already there is replaced,
+        never written through. Raises NonPortablePathError, DestinationExistsError
+        (the destination is a folder), and what reading the file raises.
+        """
+        entry = self._entry(path)
+        dest = destination.plan_file(target, path.rpartition("/")[2])
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        restore.restore_file(self._objects, entry, dest, executable=executable)
+        return dest
+
+    def restore_tree(self, target: Path, *, executable: frozenset[str] = frozenset()) -> Path:
+        """Write every file below the folder ``target`` (created if missing); ``executable``: paths to mark so.
+
+        The whole destination is checked before the first file is written
+        (see ``cas.destination.plan_folder`` for what is refused).
+        """
+        paths = self.paths()
+        dests = destination.plan_folder(target, paths)
+        target.mkdir(parents=True, exist_ok=True)
+        made: set[Path] = {target}
+        for path, dest in zip(paths, dests, strict=True):
+            if dest.parent not in made:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                made.add(dest.parent)
+            restore.restore_file(self._objects, self._entries[path], dest, executable=path in executable)
+        return target

@@ -20,7 +20,7 @@ from cas import canonical, codec
 from cas.errors import CasError, CorruptObjectError
 from cas.hashing import short, to_hex
 from cas.objects import Artifact, Tree, _digest_field, _fail, _field, _header
-from materializers import registry
+from materializers.registry import registry
 from materializers.visuals import MEDIA_TYPES, Visualization, html_doc, html_table, nice_size
 
 if TYPE_CHECKING:
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 FOLDER = "visualizations/"
 MAX_ITEMS = 64
+#: A stored visualization bigger than this is not read (the record says how big each is).
+MAX_DOCUMENT = 32 << 20
 
 
 def record_key(artifact: bytes) -> str:
@@ -91,32 +93,55 @@ def read_record(store: Store, artifact: bytes) -> VisualizationRecord | None:
 
 
 def stored(store: Store, artifact: bytes) -> list[Visualization] | None:
-    """The visualizations stored for an artifact (each object verified), or None."""
+    """The visualizations stored for an artifact (each object verified), or None.
+
+    None too if a document is bigger than ``MAX_DOCUMENT`` or not the size its record says.
+    """
     record = read_record(store, artifact)
-    if record is None:
+    if record is None or any(size > MAX_DOCUMENT for _, _, _, size in record.items):
         return None
-    try:
-        return [Visualization(n, m, store.objects.get_object(d)) for n, m, d, _ in record.items]
-    except CasError:
-        return None
+    found = []
+    for n, m, d, size in record.items:
+        try:
+            data = store.objects.get_object(d)
+        except CasError:
+            return None
+        if len(data) != size:
+            return None
+        found.append(Visualization(n, m, data))
+    return found
 
 
-def compute(store: Store, artifact: bytes) -> list[Visualization]:
+def compute(store: Store, artifact: bytes, *, max_bytes: int | None = None) -> list[Visualization]:
     """Visualizations from the artifact's materializer, plus a listing of its files.
 
     Pickles are never loaded for this (that would run their code): they get
-    the listing only, as does anything whose materializer can not load here.
+    the listing only, as does anything whose materializer can not load here,
+    anything bigger than ``max_bytes`` (declared or stored), and a value its
+    materializer fails to draw (a note says why).
     """
     art = Artifact.from_bytes(store.objects.get_object(artifact), key=f"artifact {short(artifact)}")
     found: list[Visualization] = []
     try:
         mat = registry.by_name(art.materializer)
         if not mat.executes_code and mat.can_load(art.materializer_version) and art.materializer != "cas.path":
-            value: Any = store.get(to_hex(artifact), trust_pickle=False)
-            found = list(mat.visualize(value))
+            tree = Tree.from_bytes(store.objects.get_object(art.tree), key=f"tree {short(art.tree)}")
+            size = max(art.size, sum(e.size for e in tree.entries))
+            if max_bytes is not None and size > max_bytes:
+                found = [note(f"not loaded for a preview: {nice_size(size)} is over the {nice_size(max_bytes)} limit")]
+            else:
+                value: Any = store.get(to_hex(artifact), trust_pickle=False)
+                found = list(mat.visualize(value))
     except CasError:
         found = []
+    except Exception as exc:  # noqa: BLE001  a library drawing odd stored data: a view is optional, the page is not
+        found = [note(f"could not draw this value: {type(exc).__name__}")]
     return found + compute_listing(store, artifact)
+
+
+def note(text: str) -> Visualization:
+    """A one-line explanation shown where a visualization would be."""
+    return Visualization("note", "text/plain", text.encode("utf-8", "replace"))
 
 
 def compute_listing(store: Store, artifact: bytes) -> list[Visualization]:

@@ -9,13 +9,15 @@ types, in the artifact.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
 from cas.errors import CorruptObjectError
-from materializers import valuecodec, visuals
+from materializers import arrow_ipc, valuecodec, visuals
 from materializers.base import ArtifactReader, ArtifactWriter, Materializer
 from materializers.visuals import Visualization
 
@@ -26,15 +28,84 @@ def _write_table(table: pa.Table, writer: ArtifactWriter) -> None:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, table.schema) as ipc:
         ipc.write_table(table)
-    writer.write_bytes("table.arrow", memoryview(sink.getvalue()))
+    # pyarrow's buffers export signed chars; the chunker takes unsigned bytes.
+    writer.write_bytes("table.arrow", memoryview(sink.getvalue()).cast("B"))
 
 
 def _read_table(reader: ArtifactReader) -> pa.Table:
+    """The stored table, checked (declared sizes, then every offset) before anything uses it.
+
+    pyarrow's reader trusts the lengths and offsets it reads: a length needs no
+    bytes behind it and a bad offset crashes the process on first use, so the
+    file is checked by arrow_ipc first and fully validated after (zero-copy).
+    Raises DeclaredSizeError, CorruptObjectError.
+    """
     data = reader.read_bytes("table.arrow")
+    arrow_ipc.check_declared(data)
     try:
-        return pa.ipc.open_file(pa.py_buffer(data)).read_all()
-    except (pa.ArrowInvalid, pa.ArrowException) as exc:
-        raise CorruptObjectError(f"stored Arrow table does not decode: {exc}") from None
+        table = pa.ipc.open_file(pa.py_buffer(data)).read_all()
+        table.validate(full=True)
+    # pyarrow's errors, and what an extension type's deserializer raises on bad stored parameters
+    except (pa.ArrowException, ValueError, TypeError, KeyError) as exc:
+        raise CorruptObjectError(f"stored Arrow table does not decode: {type(exc).__name__}: {exc}") from None
+    arrow_ipc.check_views(table, len(data))
+    return table
+
+
+# A stored name up to this long parses to a syntax tree small enough not to matter.
+_SHORT_NAME = 1024
+# Punctuation and spaces outside string literals a longer name may have per level ("('a', 1)" has 4).
+_MARKS_PER_LEVEL = 8
+_STRING_LITERAL = re.compile(r"'(?:[^'\\\n]|\\.)*'" + r'|"(?:[^"\\\n]|\\.)*"')
+
+
+def _check_column_names(table: pa.Table) -> None:
+    """Refuse column names that pyarrow would ``literal_eval`` into more than a tuple of scalars.
+
+    With several column levels, pyarrow rebuilds each column's labels with
+    ``ast.literal_eval`` of its stored name, whose syntax tree costs hundreds
+    of bytes per token (5 MiB of ``0,`` took 2.3 GiB). A legitimate name is a
+    tuple with one literal per level: few marks outside its string literals,
+    and no f-strings (whose braces hold expressions).
+    """
+    raw = (table.schema.metadata or {}).get(b"pandas")
+    if raw is None or b"column_indexes" not in raw:
+        return
+    try:  # costs what pyarrow's own parse of it does (a few microseconds per column)
+        facts = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise CorruptObjectError(f"stored pandas metadata is not JSON: {exc}") from None
+    levels = facts.get("column_indexes") if isinstance(facts, dict) else None
+    if not isinstance(levels, list) or len(levels) <= 1:
+        return
+    names = list(table.column_names)
+    columns = facts.get("columns")
+    if isinstance(columns, list):
+        names += [c["name"] for c in columns if isinstance(c, dict) and isinstance(c.get("name"), str)]
+    limit = _MARKS_PER_LEVEL * len(levels) + 8
+    for name in names:
+        if len(name) <= _SHORT_NAME:
+            continue
+        bare = _STRING_LITERAL.sub("\0", name)
+        prefixes = re.findall(r"(\w+)\0", bare)
+        if any(p.lower() not in ("b", "u") for p in prefixes) or len(re.findall(r"[^\w\0]", bare)) > limit:
+            raise CorruptObjectError(f"stored column name {name[:40]!r}... is not a label of {len(levels)} levels")
+
+
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    """The table as a frame; stored pandas metadata that pyarrow can not apply is CorruptObjectError.
+
+    pyarrow reads column names back with ``ast.literal_eval`` (SyntaxError on a
+    bad one) and knows no pandas type for a union: neither is a frame cas wrote.
+    """
+    _check_column_names(table)
+    try:
+        return table.to_pandas()
+    except (pa.ArrowException, SyntaxError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+            RecursionError, MemoryError) as exc:  # fmt: skip
+        raise CorruptObjectError(
+            f"stored Arrow table does not convert to pandas: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _plain_labels(columns: pd.Index) -> bool:
@@ -93,11 +164,15 @@ class PandasMaterializer(Materializer):
         facts = valuecodec.decode(reader.read_bytes("pandas.msgpack"))
         if not isinstance(facts, dict):
             raise CorruptObjectError("pandas facts are not a map")
-        frame = _read_table(reader).to_pandas()
+        frame = _to_pandas(_read_table(reader))
         labels = facts.get("labels")
         if labels is not None:
+            if not isinstance(labels, list) or len(labels) != len(frame.columns):
+                raise CorruptObjectError("stored column labels do not match the stored columns")
             frame.columns = pd.Index(labels, tupleize_cols=False) if labels else frame.columns
         if facts.get("series"):
+            if frame.shape[1] != 1:
+                raise CorruptObjectError("a stored Series does not hold exactly one column")
             series = frame.iloc[:, 0]
             series.name = facts.get("name")
             return series

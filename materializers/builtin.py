@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import stat
 from typing import Any
 
 from cas.errors import (
@@ -13,6 +14,7 @@ from cas.errors import (
     SourceNotFoundError,
     UnsupportedTypeError,
 )
+from cas.objects import check_portable_tree
 from materializers import valuecodec, visuals
 from materializers.base import ArtifactReader, ArtifactWriter, Materializer, type_name_of
 from materializers.registry import registry
@@ -180,7 +182,10 @@ class PathMaterializer(Materializer):
     """A file or a whole directory tree on disk; restored with ``get(ref, path=...)``.
 
     Symlinks to files are stored as the files they point to; symlinked
-    folders are not followed; empty folders are not kept.
+    folders are not followed; empty folders are not kept. Metadata
+    ``executable`` (only when there are any) lists the paths whose owner
+    execute bit was set, so a restore gives them their bit back; artifacts
+    without it restore every file without one.
     """
 
     name = "cas.path"
@@ -194,7 +199,9 @@ class PathMaterializer(Materializer):
             return
         if not root.is_dir():
             raise SourceNotFoundError(f"no such file or directory: {root}")
-        for rel in _walk_files(root):
+        rels = _walk_files(root)
+        check_portable_tree(rels)  # before reading a byte: the user learns at once
+        for rel in rels:
             writer.write_file(rel, root / rel)
 
     def load(self, reader: ArtifactReader, type_: type) -> Any:
@@ -203,8 +210,33 @@ class PathMaterializer(Materializer):
     def metadata(self, obj: Any) -> dict[str, Any]:
         root = pathlib.Path(obj)
         if root.is_file():
-            return {"kind": "file", "name": root.name}
-        return {"kind": "directory", "name": root.name}
+            meta: dict[str, Any] = {"kind": "file", "name": root.name}
+            executable = [root.name] if _is_executable(root) else []
+        else:
+            meta = {"kind": "directory", "name": root.name}
+            executable = [rel for rel in _walk_files(root) if _is_executable(root / rel)]
+        if executable:  # absent when empty: the artifact of a plain folder is what it always was
+            meta["executable"] = executable
+        return meta
+
+
+def executable_paths(metadata: dict[str, Any], paths: list[str]) -> frozenset[str]:
+    """The paths of ``paths`` that a cas.path artifact's metadata marks executable (none without the key).
+
+    A listed path the tree lacks is ignored (a file removed during the put).
+    Raises CorruptObjectError unless ``executable`` is a list of str.
+    """
+    value = metadata.get("executable", [])
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise CorruptObjectError("cas.path metadata 'executable' is not a list of paths")
+    return frozenset(value).intersection(paths)
+
+
+def _is_executable(path: pathlib.Path) -> bool:
+    try:
+        return bool(os.stat(path).st_mode & stat.S_IXUSR)
+    except OSError:  # removed since it was stored
+        return False
 
 
 def _walk_files(root: pathlib.Path) -> list[str]:

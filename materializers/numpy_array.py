@@ -10,6 +10,7 @@ Python objects and go through pickle only.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -74,19 +75,27 @@ class NumpyMaterializer(Materializer):
 
     def load(self, reader: ArtifactReader, type_: type) -> Any:
         meta = valuecodec.decode(reader.read_bytes("meta"))
+        if not isinstance(meta, dict):
+            raise CorruptObjectError("stored array description is not a map")
         try:
             dtype = npy_format.descr_to_dtype(_descr_in(meta["descr"]))
-            shape = tuple(int(n) for n in meta["shape"])
+            shape = tuple(meta["shape"])
             order = meta["order"]
-            if order not in ("C", "F") or dtype.hasobject or any(n < 0 for n in shape):
+            if order not in ("C", "F") or dtype.hasobject or not all(type(n) is int and n >= 0 for n in shape):
                 raise ValueError("bad array description")
-            arr = np.empty(shape, dtype=dtype, order=order)
         except CorruptObjectError:
             raise
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, RecursionError) as exc:
             raise CorruptObjectError(f"stored array description is invalid: {exc}") from None
-        if reader.size("data") != arr.nbytes:
-            raise CorruptObjectError(f"array data is {reader.size('data')} bytes, expected {arr.nbytes}")
+        # The declared size, in Python ints (no overflow), against the stored
+        # size before anything is allocated.
+        nbytes = dtype.itemsize * math.prod(shape)
+        if reader.size("data") != nbytes:
+            raise CorruptObjectError(f"array data is {reader.size('data')} bytes, its description says {nbytes}")
+        try:
+            arr = np.empty(shape, dtype=dtype, order=order)
+        except ValueError as exc:  # too many dimensions, and the like
+            raise CorruptObjectError(f"stored array description is invalid: {exc}") from None
         if arr.size:
             reader.read_into("data", _bytes_view(arr.T if order == "F" else arr))
         return arr[()] if meta.get("scalar") else arr

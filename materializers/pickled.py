@@ -9,13 +9,14 @@ tied to the interpreter.
 
 from __future__ import annotations
 
+import pickle
 import sys
 from importlib import metadata as importlib_metadata
 from typing import Any
 
 import cloudpickle
 
-from cas.errors import IncompatibleArtifactError
+from cas.errors import CorruptObjectError, IncompatibleArtifactError
 from materializers.base import ArtifactReader, ArtifactWriter, Materializer
 from materializers.registry import registry
 
@@ -45,7 +46,12 @@ class PickleMaterializer(Materializer, register=False):
         writer.write_bytes("object.pkl", cloudpickle.dumps(obj, protocol=5))
 
     def load(self, reader: ArtifactReader, type_: type) -> Any:
-        return cloudpickle.loads(reader.read_bytes("object.pkl"))
+        try:
+            return cloudpickle.loads(reader.read_bytes("object.pkl"))
+        except pickle.UnpicklingError as exc:
+            raise CorruptObjectError(f"stored pickle does not load: {exc}") from None
+        except ImportError as exc:  # the pickle names a module this process does not have
+            raise IncompatibleArtifactError(f"the pickle needs {exc.name or exc}, which is not installed") from None
 
     def metadata(self, obj: Any) -> dict[str, Any]:
         module = type(obj).__module__

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import types
 from typing import Any
 
 from cas.errors import CorruptObjectError, IncompatibleArtifactError, UnsupportedTypeError
@@ -25,17 +26,26 @@ def class_facts(obj: Any) -> dict[str, Any]:
 
 
 def find_class(metadata: dict[str, Any]) -> type:
+    """The class named by ``module`` and ``qualname``, looked up only in what is already imported.
+
+    Each name is looked up in a module's or class's own ``__dict__``, never with
+    ``getattr``: a module's ``__getattr__`` (numpy's, for one) may import a
+    submodule named by the stored data. Raises CorruptObjectError (names
+    missing), IncompatibleArtifactError (not imported, or no such class).
+    """
     module_name, qualname = metadata.get("module"), metadata.get("qualname")
     if not isinstance(module_name, str) or not isinstance(qualname, str):
         raise CorruptObjectError("artifact metadata lacks the class's module and name")
     module = sys.modules.get(module_name)
-    if module is None:
+    if not isinstance(module, types.ModuleType):
         raise IncompatibleArtifactError(
             f"import {module_name} before loading this artifact (cas never imports modules named by stored data)"
         )
     found: Any = module
     for part in qualname.split("."):
-        found = getattr(found, part, None)
+        if not isinstance(found, (types.ModuleType, type)):
+            raise IncompatibleArtifactError(f"{module_name} has no class {qualname}")
+        found = vars(found).get(part)
         if found is None:
             raise IncompatibleArtifactError(f"{module_name} has no class {qualname}")
     if not isinstance(found, type):
@@ -58,10 +68,13 @@ class DataclassMaterializer(Materializer, register=False):
         fields = valuecodec.decode(reader.read_bytes("fields.msgpack"))
         if not isinstance(fields, dict):
             raise CorruptObjectError("dataclass fields are not a map")
-        init = {f.name for f in dataclasses.fields(type_) if f.init}
-        obj = type_(**{k: v for k, v in fields.items() if k in init})
+        declared = {f.name: f for f in dataclasses.fields(type_)}
+        unknown = [k for k in fields if k not in declared]
+        if unknown:  # never set attributes the class does not declare (``__class__``, for one)
+            raise IncompatibleArtifactError(f"stored fields {unknown[:5]!r} are not fields of {type_.__qualname__}")
+        obj = type_(**{k: v for k, v in fields.items() if declared[k].init})
         for key, value in fields.items():  # fields with init=False
-            if key not in init:
+            if not declared[key].init:
                 object.__setattr__(obj, key, value)
         return obj
 

@@ -42,6 +42,7 @@ Leaf = Callable[[Any], int]
 LoadLeaf = Callable[[int], Any]
 _COMPLEX = struct.Struct("<dd")
 MAX_DEPTH = 256
+_STACKED_DEPTH = 4  # nested decodes that may use the C stack (~40 KiB each): fits a 512 KiB thread
 
 
 def _default_for(leaf: Leaf | None) -> Callable[[Any], Any]:
@@ -113,21 +114,25 @@ def encode(value: Any, leaf: Leaf | None = None) -> bytes:
         raise UnsupportedTypeError(f"value can not be encoded: {exc}") from None
 
 
-def _hook_for(leaf: LoadLeaf | None) -> Callable[[int, bytes], Any]:
+def _hook_for(leaf: LoadLeaf | None, depth: int = 0) -> Callable[[int, bytes], Any]:
     def hook(code: int, data: bytes) -> Any:
+        # Each nested tuple or set is a new msgpack decode inside the previous
+        # one's C stack: unbounded, stored bytes could crash the process.
+        if code in (EXT_TUPLE, EXT_SET, EXT_FROZENSET) and depth > MAX_DEPTH:
+            raise ValueError(f"tuples and sets nested deeper than {MAX_DEPTH}")
         if code == EXT_BIGINT:
             return int.from_bytes(data, "big", signed=True)
         if code == EXT_COMPLEX:
             real, imag = _COMPLEX.unpack(data)
             return complex(real, imag)
         if code == EXT_TUPLE:
-            items = decode(data, leaf)
+            items = _decode(data, leaf, depth + 1)
             if not isinstance(items, list):
                 raise ValueError("tuple payload is not an array")
             return tuple(items)
         if code in (EXT_SET, EXT_FROZENSET):
             unpacker = msgpack.Unpacker(
-                ext_hook=_hook_for(None),
+                ext_hook=_hook_for(None, depth + 1),
                 strict_map_key=False,
                 raw=False,
                 unicode_errors="surrogatepass",
@@ -148,12 +153,36 @@ def _hook_for(leaf: LoadLeaf | None) -> Callable[[int, bytes], Any]:
     return hook
 
 
-def decode(data: bytes | bytearray | memoryview, leaf: LoadLeaf | None = None) -> Any:
-    """Decode a value (``leaf`` loads ext-7 leaves by number); malformed bytes raise CorruptObjectError."""
-    try:
+def _decode(data: bytes | bytearray | memoryview, leaf: LoadLeaf | None, depth: int) -> Any:
+    if depth < _STACKED_DEPTH:
         return msgpack.unpackb(
-            data, ext_hook=_hook_for(leaf), strict_map_key=False, raw=False, unicode_errors="surrogatepass"
+            data, ext_hook=_hook_for(leaf, depth), strict_map_key=False, raw=False, unicode_errors="surrogatepass"
         )
+    # Deeper payloads: unpackb keeps its parse stack (tens of KiB) on the C
+    # stack, and MAX_DEPTH of them overflow it; an Unpacker (slower to set up)
+    # keeps it on the heap.
+    unpacker = msgpack.Unpacker(
+        ext_hook=_hook_for(leaf, depth),
+        strict_map_key=False,
+        raw=False,
+        unicode_errors="surrogatepass",
+        max_buffer_size=max(len(data), 1),
+    )
+    unpacker.feed(data)
+    value = unpacker.unpack()
+    if unpacker.tell() != len(data):
+        raise ValueError("extra bytes after a nested value")
+    return value
+
+
+def decode(data: bytes | bytearray | memoryview, leaf: LoadLeaf | None = None) -> Any:
+    """Decode a value (``leaf`` loads ext-7 leaves by number); malformed bytes raise CorruptObjectError.
+
+    Tuples and sets nest at most MAX_DEPTH deep (as ``encode`` refuses deeper
+    values); msgpack bounds the nesting of lists and maps within each.
+    """
+    try:
+        return _decode(data, leaf, 0)
     except CasError:  # includes errors from loading leaves
         raise
     except Exception as exc:  # msgpack, struct, and unhashable keys raise many types

@@ -9,6 +9,7 @@ visualization can never run code in a browser.
 
 from __future__ import annotations
 
+import heapq
 import html
 import io
 import math
@@ -66,34 +67,79 @@ def text_head(data: bytes, *, name: str = "head") -> Visualization:
     return Visualization(name, "text/plain", (text + more).encode("utf-8", "replace"))
 
 
-def readable_tree(value: Any) -> Visualization:
-    """A nested container as indented text, truncated in length and depth."""
-    lines: list[str] = []
+def brief(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, at a cost bounded by ``limit`` whatever the value.
 
-    def walk(v: Any, indent: int, label: str) -> None:
-        if len(lines) >= TREE_ITEMS * 4:
-            return
+    Stored values are untrusted: an int of a million digits (whose ``repr`` is
+    refused above 4,300 digits, and quadratic below), a long string, a huge or
+    deep container are all shown in part, never converted whole.
+    """
+    text = _brief(value, limit, 3)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _brief(v: Any, limit: int, depth: int) -> str:
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 4 * limit:
+        return f"<int of about {int(v.bit_length() * math.log10(2)) + 1:,} digits>"  # more than could be shown
+    if isinstance(v, (str, bytes, bytearray)) and len(v) > limit:
+        return repr(v[:limit]) + "..."
+    containers = (list, tuple, set, frozenset, dict)
+    if not isinstance(v, containers):
+        try:
+            return repr(v)
+        except Exception as exc:  # noqa: BLE001  a repr that fails is shown as such, never raised
+            return f"<{type(v).__name__}: {type(exc).__name__}>"
+    if depth == 0:
+        return f"<{type(v).__name__} of {len(v):,} items>"
+    parts: list[str] = []
+    used = 0
+    items = v.items() if isinstance(v, dict) else v
+    for item in items:
+        if used > limit:
+            break
+        part = f"{_brief(item[0], limit, depth - 1)}: {_brief(item[1], limit, depth - 1)}" if isinstance(v, dict) \
+            else _brief(item, limit, depth - 1)  # fmt: skip
+        parts.append(part)
+        used += len(part) + 2
+    body = ", ".join(parts) + (", ..." if len(parts) < len(v) else "")
+    if isinstance(v, dict):
+        return "{" + body + "}"
+    if isinstance(v, list):
+        return "[" + body + "]"
+    if isinstance(v, tuple):
+        return "(" + body + ("," if len(v) == 1 else "") + ")"
+    if not v:
+        return f"{type(v).__name__}()"
+    return "{" + body + "}" if isinstance(v, set) else f"frozenset({{{body}}})"
+
+
+def readable_tree(value: Any) -> Visualization:
+    """A nested container as indented text, truncated in length and depth (iterative: any nesting works)."""
+    lines: list[str] = []
+    stack: list[tuple[Any, int, str | None]] = [(value, 0, "")]  # (value, indent, label; None: a line as is)
+    while stack and len(lines) < TREE_ITEMS * 4:
+        v, indent, label = stack.pop()
         pad = "  " * indent
+        if label is None:
+            lines.append(f"{pad}{v}")
+            continue
         if isinstance(v, dict) and indent < TREE_DEPTH:
             lines.append(f"{pad}{label}{type(v).__name__} ({len(v)} items)")
-            for i, (k, item) in enumerate(v.items()):
-                if i >= TREE_ITEMS:
-                    lines.append(f"{pad}  ... {len(v) - TREE_ITEMS} more")
-                    break
-                walk(item, indent + 1, f"{k!r}: ")
+            shown = [
+                (item, indent + 1, f"{brief(k, 80)}: ")
+                for _, (k, item) in zip(range(TREE_ITEMS), v.items(), strict=False)
+            ]
         elif isinstance(v, (list, tuple, set, frozenset)) and indent < TREE_DEPTH:
-            items = sorted(v, key=repr) if isinstance(v, (set, frozenset)) else list(v)
-            lines.append(f"{pad}{label}{type(v).__name__} ({len(items)} items)")
-            for i, item in enumerate(items):
-                if i >= TREE_ITEMS:
-                    lines.append(f"{pad}  ... {len(items) - TREE_ITEMS} more")
-                    break
-                walk(item, indent + 1, "")
+            lines.append(f"{pad}{label}{type(v).__name__} ({len(v)} items)")
+            # a set has no order: show its smallest items by their brief form, without sorting it all
+            first = heapq.nsmallest(TREE_ITEMS, v, key=brief) if isinstance(v, (set, frozenset)) else v[:TREE_ITEMS]
+            shown = [(item, indent + 1, "") for item in first]
         else:
-            text = repr(v)
-            lines.append(f"{pad}{label}{text[:200]}{'...' if len(text) > 200 else ''}")
-
-    walk(value, 0, "")
+            lines.append(f"{pad}{label}{brief(v)}")
+            continue
+        if len(v) > TREE_ITEMS:
+            stack.append((f"  ... {len(v) - TREE_ITEMS} more", indent, None))
+        stack.extend(reversed(shown))
     return Visualization("tree", "text/plain", "\n".join(lines).encode("utf-8", "replace"))
 
 

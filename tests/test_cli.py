@@ -165,7 +165,7 @@ def test_remote_push_pull_clone(cli, tmp_path: Path) -> None:  # type: ignore[no
     added = cli("remote", "add", "origin", shared)
     assert added.exit_code == 0 and "origin" in added.output
     listed = json.loads(cli("remote", "list", "--json").output)
-    assert listed == [{"name": "origin", "url": shared, "read_through": False}]
+    assert listed == [{"name": "origin", "url": shared, "read_through": False, "trust_cache": False}]
     pushed = cli("push")
     assert pushed.exit_code == 0 and "1 refs" in pushed.output
     assert "up to date" in cli("push", "origin", "a").output

@@ -322,6 +322,8 @@ def test_run_index_is_rebuildable(local_store: cas.Store) -> None:
     assert local_store.log() == []
     assert local_store.rebuild_run_index() == 2
     assert [r.hash for r in local_store.log()] == before
+    assert local_store.cached_run(local_store.log()[0].cache_key) is None  # cleared, and runs may be foreign
+    assert local_store.rebuild_run_index(trust_runs=True) == 2
     assert local_store.cached_run(local_store.log()[0].cache_key) is not None
 
 

@@ -1,9 +1,19 @@
-"""The local-disk backend: plain files, atomic by temp file + rename or link."""
+"""The local-disk backend: plain files, atomic by temp file + rename or link.
+
+Anyone who can write to a shared folder can put other things than files
+under it. Reads open a key with O_NOFOLLOW and O_NONBLOCK and read only a
+regular file (a FIFO would block, ``/dev/zero`` never ends, a link may lead
+anywhere): anything else raises SpecialFileError. A folder a key goes through
+must resolve inside the store (checked once per folder and process), and a
+listing never follows a link.
+"""
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import stat
 import threading
 import uuid
 from collections import OrderedDict
@@ -14,9 +24,10 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from cas.backends.base import Backend, Buffer, Sink
-from cas.errors import BackendError
+from cas.errors import BackendError, SpecialFileError
 
 _MAX_OPEN = 64
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -117,6 +128,39 @@ class LocalBackend(Backend):
         self._dirs: set[str] = set()
         self._fds: OrderedDict[str, _Held] = OrderedDict()
         self._fd_lock = threading.Lock()
+        self._real = os.path.realpath(self.url)
+        self._inside: set[str] = set()  # folders seen to resolve inside the store
+
+    def _check_folder(self, key: str, path: str) -> None:
+        """Refuse a key whose folder is (or goes through) a link leading outside the store."""
+        parent = os.path.dirname(path)
+        if parent in self._inside:
+            return
+        real = os.path.realpath(parent)
+        if real != self._real and not real.startswith(self._real + os.sep):
+            raise SpecialFileError(f"{key}: its folder leads outside the store (a symbolic link)", key=key)
+        if os.path.isdir(parent):  # only remember folders that exist (a missing one may appear as a link)
+            self._inside.add(parent)
+
+    def _open_regular(self, key: str) -> int:
+        """A read descriptor of ``key``, which must be a regular file inside the store."""
+        path = self._path(key)
+        self._check_folder(key, path)
+        try:
+            fd = os.open(path, _READ_FLAGS)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EMLINK):
+                raise SpecialFileError(f"{key} is a symbolic link or a socket, not a file", key=key) from None
+            raise
+        try:
+            mode = os.fstat(fd).st_mode
+        except BaseException:
+            os.close(fd)
+            raise
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise SpecialFileError(f"{key} is {_kind(mode)}, not a file", key=key)
+        return fd
 
     # -- paths -------------------------------------------------------------
     def _path(self, key: str) -> str:
@@ -134,6 +178,7 @@ class LocalBackend(Backend):
     def _ensure_parent(self, path: str) -> None:
         parent = os.path.dirname(path)
         if parent not in self._dirs:
+            self._check_folder(path[len(self.url) + 1 :], path)  # never create or write through a link out of the store
             os.makedirs(parent, exist_ok=True)
             self._dirs.add(parent)
 
@@ -167,8 +212,10 @@ class LocalBackend(Backend):
     # -- Backend -----------------------------------------------------------
     @_os_errors
     def read(self, key: str) -> bytes:
-        with open(self._path(key), "rb") as f:
-            return f.read()
+        fd = self._open_regular(key)
+        with open(fd, "rb", closefd=True) as f:
+            # Never more than the size the file had when opened (it is replaced, never grown).
+            return f.read(os.fstat(fd).st_size)
 
     @_os_errors
     def read_range(self, key: str, offset: int, length: int) -> bytes:
@@ -193,7 +240,7 @@ class LocalBackend(Backend):
                 self._fds.move_to_end(key)
                 held.users += 1
         if held is None:
-            fd = os.open(self._path(key), os.O_RDONLY)
+            fd = self._open_regular(key)
             with self._fd_lock:
                 held = self._fds.get(key)
                 if held is not None:  # another thread opened it meanwhile
@@ -244,8 +291,13 @@ class LocalBackend(Backend):
         return os.path.exists(self._path(key))
 
     def list(self, prefix: str) -> Iterator[str]:
+        """Keys below ``prefix``; a link is listed as a key (reading it fails), never followed."""
         base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.url
         root_len = len(self.url) + 1
+        if base != self.url:
+            if os.path.islink(base):
+                raise SpecialFileError(f"{prefix} is a symbolic link, not a folder", key=prefix)
+            self._check_folder(prefix, os.path.join(base, "x"))
         stack = [base]
         while stack:
             folder = stack.pop()
@@ -291,20 +343,44 @@ class LocalBackend(Backend):
             if held is not None:
                 self._retire(held)
 
+    def _lstat(self, key: str) -> os.stat_result:
+        path = self._path(key)
+        self._check_folder(key, path)
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise SpecialFileError(f"{key} is {_kind(st.st_mode)}, not a file", key=key)
+        return st
+
     @_os_errors
     def size(self, key: str) -> int:
-        return os.stat(self._path(key)).st_size
+        return self._lstat(key).st_size
 
     @_os_errors
     def touch(self, key: str) -> None:
-        os.utime(self._path(key))
+        path = self._path(key)
+        self._check_folder(key, path)
+        os.utime(path, follow_symlinks=False)
 
     @_os_errors
     def mtime(self, key: str) -> float:
-        return os.stat(self._path(key)).st_mtime
+        return self._lstat(key).st_mtime
 
     def close(self) -> None:
         with self._fd_lock:
             for held in self._fds.values():
                 self._retire(held)
             self._fds.clear()
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"

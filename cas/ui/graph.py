@@ -11,21 +11,35 @@ NODE_W, NODE_H, GAP_X, GAP_Y = 190, 44, 70, 18
 
 
 def layers(graph: LineageGraph) -> dict[str, int]:
-    """Each node's column: its longest distance from a source along the data flow."""
+    """Each node's column: its longest distance from a source along the data flow.
+
+    Iterative (a chain of runs can be thousands deep); an edge that would close
+    a cycle (only a forged store holds one) is ignored.
+    """
     incoming: dict[str, list[str]] = defaultdict(list)
     for e in graph.edges:
-        incoming[e.target].append(e.source)
+        if e.source in graph.nodes:
+            incoming[e.target].append(e.source)
     depth: dict[str, int] = {}
-
-    def visit(node: str, trail: frozenset[str]) -> int:
-        if node in depth:
-            return depth[node]
-        parents = [p for p in incoming.get(node, []) if p not in trail and p in graph.nodes]
-        depth[node] = 1 + max((visit(p, trail | {node}) for p in parents), default=-1)
-        return depth[node]
-
-    for node in graph.nodes:
-        visit(node, frozenset())
+    on_path: set[str] = set()
+    for start in graph.nodes:
+        if start in depth:
+            continue
+        stack: list[tuple[str, int]] = [(start, 0)]  # (node, how many of its parents were looked at)
+        on_path.add(start)
+        while stack:
+            node, i = stack[-1]
+            parents = incoming.get(node, [])
+            if i < len(parents):
+                stack[-1] = (node, i + 1)
+                parent = parents[i]
+                if parent not in depth and parent not in on_path:
+                    on_path.add(parent)
+                    stack.append((parent, 0))
+                continue
+            stack.pop()
+            on_path.discard(node)
+            depth[node] = 1 + max((depth[p] for p in parents if p in depth), default=-1)
     return depth
 
 
