@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from cas import codec, lookalikes
@@ -109,6 +109,18 @@ def _check_chars(text: str, kind: str) -> None:
             raise InvalidNameError(
                 f"{kind} {text!r} is not valid Unicode text (it contains a lone surrogate)"
             ) from None
+
+
+def _case_twin(name: str, folds: dict[str, str]) -> str | None:
+    """Why ``name`` would share a case-insensitive folder with a name in ``folds`` (None if not)."""
+    for prefix in _prefixes(name):
+        other = folds.get(lookalikes.fold(prefix))
+        if other is not None and other != prefix:
+            return (
+                f"{prefix!r} differs only in case or Unicode form from {other!r}, already in the store; "
+                "on a case-insensitive disk (macOS, Windows) the two would be one folder"
+            )
+    return None
 
 
 def _prefixes(name: str) -> Iterator[str]:
@@ -278,19 +290,43 @@ class RefStore:
         created since may slip through (as may two created at the same moment).
         """
         if self._folds is None or time.monotonic() - self._folds_at > _FOLDS_TTL:
-            heads = {key[len("refs/") :].partition("/@")[0] for key in self.backend.list("refs/")}
-            folds: dict[str, str] = {}
-            for head in heads:
-                for prefix in _prefixes(head):
-                    folds.setdefault(lookalikes.fold(prefix), prefix)
-            self._folds, self._folds_at = folds, time.monotonic()
-        for prefix in _prefixes(name):
-            other = self._folds.get(lookalikes.fold(prefix))
-            if other is not None and other != prefix:
-                raise InvalidNameError(
-                    f"name {name!r}: {prefix!r} differs only in case or Unicode form from {other!r}, already "
-                    "in the store; on a case-insensitive disk (macOS, Windows) the two would be one folder"
-                )
+            self._folds, self._folds_at = self._fold_map(), time.monotonic()
+        why = _case_twin(name, self._folds)
+        if why is not None:
+            raise InvalidNameError(f"name {name!r}: {why}")
+
+    def _fold_map(self) -> dict[str, str]:
+        """Each folder of the store's names, by its case- and Unicode-folded form."""
+        heads = {key[len("refs/") :].partition("/@")[0] for key in self.backend.list("refs/")}
+        folds: dict[str, str] = {}
+        for head in heads:
+            for prefix in _prefixes(head):
+                folds.setdefault(lookalikes.fold(prefix), prefix)
+        return folds
+
+    def refusals(self, names: Iterable[str]) -> dict[str, str]:
+        """Why each of ``names`` (coming from another store) may not be created here.
+
+        Names this store already has are always accepted; new ones must pass
+        the rules a put applies, and must not be case twins of a name here or
+        of another name in ``names``. One listing of refs/.
+        """
+        folds = self._fold_map()
+        refused: dict[str, str] = {}
+        for name in sorted(set(names)):
+            try:
+                check_new_name(name)
+            except InvalidNameError as exc:
+                if not self.version_numbers(name):
+                    refused[name] = str(exc)
+                continue
+            why = _case_twin(name, folds)
+            if why is not None:
+                refused[name] = why
+                continue
+            for prefix in _prefixes(name):
+                folds.setdefault(lookalikes.fold(prefix), prefix)
+        return refused
 
     def _check_case_in(self, folder: str, label: str, kind: str) -> None:
         """Refuse a new label or tag that differs only in case from another in ``folder``."""

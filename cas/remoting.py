@@ -170,11 +170,15 @@ class Remoting:
 
 
 def open_remote(url: str, *, like: Store | None) -> Store:
-    """Open the store at ``url`` (never reading through it further); create it like ``like`` if absent."""
+    """Open the store at ``url`` (never reading through it further); create it like ``like`` if absent.
+
+    Without ``like`` the store is only read (pull, clone, read-through), so its
+    create-if-absent probe, which writes, is skipped.
+    """
     from cas.store import open as open_store
 
     try:
-        return open_store(url, create=False, read_through=False)
+        return open_store(url, create=False, read_through=False, single_writer=like is None)
     except StoreNotFoundError:
         if like is None:
             raise

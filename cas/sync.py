@@ -48,7 +48,7 @@ from cas.errors import BackendError, CasError, CorruptObjectError, InvalidNameEr
 from cas.hashing import short
 from cas.objects import Artifact, RefRecord, Tree, kind_of
 from cas.progress import Progress
-from cas.refs import check_label, check_name, gone_key, names_key, parse_ref, parse_ref_key
+from cas.refs import check_label, check_name, check_new_label, gone_key, names_key, parse_ref, parse_ref_key
 from cas.runs import Run, RunIndex
 from cas.transfer import ASK_LIMIT, CopyStats, copy_objects, freshen, lacking, present_keys
 
@@ -340,8 +340,23 @@ class _Plan:
                     self.report.stale_tags.append(f.ref)
             else:
                 self.report.conflicts.append(RefConflict(f.ref, f.target, theirs.target))  # type: ignore[arg-type]
+        self._check_new_names(there)
         self._hold_back_labels_of_conflicts()
         self._check_claims()
+
+    def _check_new_names(self, there: set[str]) -> None:
+        """Leave out names, labels and tags new here that a put here would refuse (look-alikes, hex)."""
+        refused = self.dst.refs.refusals(f.name for f in self.to_write)
+        for f in self.to_write:
+            why = refused.get(f.name)
+            if why is None and f.kind != "v" and f.key not in there:
+                try:
+                    check_new_label(f.selector, "version" if f.kind == "label" else "tag")
+                except InvalidNameError as exc:
+                    why = str(exc)
+            if why is not None:
+                self.skip(f.ref, why, f.key)
+        self.to_write = [f for f in self.to_write if f.key not in self.left_out]
 
     def _valid_here(self, name: str, tag: RefRecord, now: float) -> bool:
         """Whether a tag on the destination is dated plausibly and agrees with the version it names there."""

@@ -94,6 +94,10 @@ def test_the_ui_page_of_a_hash_shows_that_hash(local_store: cas.Store) -> None:
     assert b"victim-7f3a" in page.data and b"attacker-9c1d" not in page.data
     download = client.get(f"/artifact/{victim.hash}/download")
     assert download.data == b"the victim's bytes"
+    listing = client.get("/artifacts")  # the planted names are listed as names, with their own target
+    assert listing.status_code == 200
+    assert listing.data.count(f'href="/artifact/{evil.hash}"'.encode()) == 2
+    assert f'href="/artifact/{victim.hash}"'.encode() not in listing.data
 
 
 def test_names_that_read_as_hashes_are_refused_at_creation(store: cas.Store, pair: tuple[cas.Ref, cas.Ref]) -> None:

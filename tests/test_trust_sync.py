@@ -90,6 +90,39 @@ def test_a_pulled_tag_or_label_must_agree_with_its_version(tmp_path: Path, sourc
         assert not victim.pull(source_url).refs  # a later pull skips them again: nothing survives
 
 
+def test_pulled_names_follow_the_rules_of_a_put_here(tmp_path: Path, source_url: str) -> None:
+    """Look-alike, hex and case-twin names a writer planted in the source are not created here."""
+    with cas.open(source_url) as src:
+        data = src.put(b"planted")
+        src.put(b"fine", "model")
+        for name in ("m\u043edel", "deadbeef", "Model", "zero\u200bwidth"):  # Cyrillic o, hex, case twin, ZWSP
+            plant_version(src, name, 1, raw(data))
+        plant_ref(src, "refs/model/@tag/pr\u043ed", RefRecord(raw(src.resolve("model@1")), time.time(), 1))
+    with cas.open(tmp_path / "victim") as victim:
+        victim.put(b"mine", "model")
+        report = victim.pull(source_url, on_conflict="rename")
+        skipped = sorted(s.what for s in report.skipped)
+        assert skipped == sorted(["m\u043edel@1", "deadbeef@1", "Model@1", "zero\u200bwidth@1", "model@pr\u043ed"])
+        assert set(victim.names()) == {"model"} and victim.get("model@1") == b"mine"
+    with cas.open(tmp_path / "legacy") as legacy:  # a name the destination already has still syncs
+        plant_version(legacy, "deadbeef", 1, raw(legacy.put(b"old")))
+        assert "deadbeef@1" not in [s.what for s in legacy.pull(source_url, on_conflict="skip").skipped]
+
+
+def test_reading_a_remote_writes_nothing_there(tmp_path: Path, source_url: str) -> None:
+    with cas.open(source_url) as src:
+        src.put(np.arange(BIG // 8, dtype=np.float64), "big")
+        keys = sorted(src.backend.list(""))
+    with cas.open(tmp_path / "victim") as victim:
+        victim.pull(source_url)
+    cas.clone(source_url, tmp_path / "clone").close()
+    with cas.open(tmp_path / "reader") as reader:
+        reader.remotes.add("origin", source_url, read_through=True)
+        assert reader.get("big").nbytes == BIG
+    with cas.open(source_url) as src:
+        assert sorted(src.backend.list("")) == keys
+
+
 def test_a_tag_dated_in_the_future_is_refused_and_never_wins(tmp_path: Path, source_url: str) -> None:
     with cas.open(source_url) as src:
         src.put(b"one", "m")

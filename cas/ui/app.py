@@ -32,8 +32,9 @@ import cas
 from cas import visualize
 from cas.errors import CasError, IntegrityError, InvalidNameError, ObjectNotFoundError
 from cas.hashing import short
+from cas.history import ref_of
 from cas.objects import Artifact
-from cas.refs import check_name
+from cas.refs import RefSpec, check_name
 from cas.runs import Run
 from cas.ui.graph import to_svg
 from cas.ui.readonly import read_only_views
@@ -129,7 +130,7 @@ def create_app(store: cas.Store, *, hosts: Iterable[str] | None = None) -> Flask
         rows, skipped = [], []
         for name in names[page * PAGE : (page + 1) * PAGE]:
             try:
-                latest = view.resolve(name)
+                latest = ref_of(name, view.refs.resolve(RefSpec(name, None)))  # a name, even if it spells a hash
                 art = _artifact(view, latest.hash)
             except CasError as exc:  # a bad ref or a ref to a non-artifact: this row only
                 skipped.append(f"{name}: {exc}")
