@@ -377,7 +377,7 @@ def fsck(state: _Context, repair: bool, as_json: bool) -> None:
     if as_json:
         _dump({"ok": report.ok, "checked": dict(report.checked), "bytes": report.bytes_checked,
                "corrupt": report.corrupt, "missing": report.missing, "dangling": report.dangling,
-               "repaired": report.repaired})  # fmt: skip
+               "repaired": report.repaired, "unchecked": report.unchecked})  # fmt: skip
     else:
         state.say(str(report))
     if not report.ok:

@@ -268,6 +268,27 @@ def test_fsck_checks_whole_file_hashes(tmp_path: Path) -> None:
         assert not store.backend.exists(chunkmap_key(map_hash))
 
 
+def test_fsck_checks_declared_sizes_and_never_hashes_past_the_reader_limit(tmp_path: Path) -> None:
+    """Chunk sizes a read refuses are corrupt to fsck too; a tree beyond the expansion limit is not hashed whole."""
+    with cas.open(tmp_path / "s") as store:
+        store.put(_random(3 * MiB, 10), "real")
+        (entry,) = _tree_of(store, "real").entries
+        (first, n), *rest = entry.chunks
+        off_by_one = ((first, n - 1), *rest)
+        _plant_bytes_artifact(store, (FileEntry("data", entry.size - 1, off_by_one, hash=entry.hash),), "short")
+        huge = ((first, 1 << 40),)
+        _plant_bytes_artifact(store, (FileEntry("data", 1 << 40, huge, hash=entry.hash),), "huge")
+        with pytest.raises(CorruptObjectError):
+            store.get("short")
+        report = _finishes(store.fsck)
+        assert not report.ok and sum("its pack index" in c for c in report.corrupt) == 2
+        bomb = FileEntry("data", n * 50_000, ((first, n),) * 50_000, hash=entry.hash)  # ~4 GB from one chunk
+        _plant_bytes_artifact(store, (bomb,), "bomb")
+        report = _finishes(store.fsck, 60.0)
+        assert any("re-uses its chunks" in u for u in report.unchecked), report.unchecked
+        assert "not checked" in str(report)
+
+
 # -- item 11: special files in a folder store ----------------------------------------
 
 
