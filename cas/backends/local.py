@@ -128,19 +128,32 @@ class LocalBackend(Backend):
         self._dirs: set[str] = set()
         self._fds: OrderedDict[str, _Held] = OrderedDict()
         self._fd_lock = threading.Lock()
-        self._real = os.path.realpath(self.url)
-        self._inside: set[str] = set()  # folders seen to resolve inside the store
+        self._inside: set[str] = set()  # folders below the root seen to be real folders, not links
 
     def _check_folder(self, key: str, path: str) -> None:
-        """Refuse a key whose folder is (or goes through) a link leading outside the store."""
+        """Refuse a key whose folder is (or goes through) a link or a non-folder inside the store.
+
+        cas never makes links, so each folder below the root is checked once per
+        process with one ``lstat`` (the root itself may be a link the user chose).
+        """
         parent = os.path.dirname(path)
         if parent in self._inside:
             return
-        real = os.path.realpath(parent)
-        if real != self._real and not real.startswith(self._real + os.sep):
-            raise SpecialFileError(f"{key}: its folder leads outside the store (a symbolic link)", key=key)
-        if os.path.isdir(parent):  # only remember folders that exist (a missing one may appear as a link)
-            self._inside.add(parent)
+        below: list[str] = []
+        folder = parent
+        while folder not in self._inside and folder != self.url:
+            if len(folder) <= len(self.url):
+                raise SpecialFileError(f"{key}: its folder is outside the store", key=key)
+            below.append(folder)
+            folder = os.path.dirname(folder)
+        for folder in reversed(below):
+            try:
+                mode = os.lstat(folder).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                return  # the rest does not exist yet: makedirs creates real folders
+            if not stat.S_ISDIR(mode):
+                raise SpecialFileError(f"{key}: its folder {folder} is {_kind(mode)}, not a folder", key=key)
+            self._inside.add(folder)
 
     def _open_regular(self, key: str) -> int:
         """A read descriptor of ``key``, which must be a regular file inside the store."""
