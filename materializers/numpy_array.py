@@ -6,6 +6,14 @@ first), and loading allocates the result and reads straight into it. dtype,
 shape and order are kept in a small ``meta`` file, with the dtype spelled as
 numpy's ``.npy`` header spells it (byte order included). Object arrays hold
 Python objects and go through pickle only.
+
+Subclasses come back as themselves or are refused: ``np.matrix`` and
+``np.recarray`` are the same bytes with ``subclass`` naming the class;
+masked arrays have their own materializer, ``cas.numpy.masked`` (data and
+mask as separate files, so the data dedups with the same unmasked array; a
+cas that does not know it refuses the artifact rather than drop the mask).
+Any other subclass is refused (UnsupportedTypeError, so ``allow_pickle`` can
+take over), except ``np.memmap``, whose value is its data.
 """
 
 from __future__ import annotations
@@ -44,6 +52,60 @@ def _bytes_view(arr: np.ndarray) -> memoryview:
     return memoryview(arr.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
 
 
+# The subclasses stored as ``cas.numpy`` that come back as themselves, by the
+# name written in ``subclass``. Older artifacts hold a bool there (or None) and
+# load as a plain ndarray, as they always did.
+_SUBCLASSES: dict[str, type[np.ndarray]] = {"matrix": np.matrix, "recarray": np.recarray}
+_SUBCLASS_NAMES = {cls: name for name, cls in _SUBCLASSES.items()}
+
+
+def _layout(arr: np.ndarray) -> tuple[str, np.ndarray]:
+    """The order to record and the array whose C-order bytes are stored."""
+    if arr.flags.c_contiguous:
+        return "C", arr
+    if arr.flags.f_contiguous:
+        return "F", arr.T
+    return "C", np.ascontiguousarray(arr)
+
+
+def _write_array(writer: ArtifactWriter, path: str, flat: np.ndarray) -> None:
+    writer.write_bytes(path, _bytes_view(flat) if flat.size else b"")
+
+
+def _read_array(reader: ArtifactReader, path: str, dtype: np.dtype[Any], shape: tuple[int, ...], order: str) -> Any:
+    """Allocate and fill an array from ``path``, its stored size checked first."""
+    # The declared size, in Python ints (no overflow), against the stored
+    # size before anything is allocated.
+    nbytes = dtype.itemsize * math.prod(shape)
+    stored = reader.size(path)
+    if stored != nbytes:
+        raise CorruptObjectError(f"array {path} is {stored} bytes, its description says {nbytes}")
+    try:
+        arr = np.empty(shape, dtype=dtype, order=order)  # type: ignore[call-overload]
+    except ValueError as exc:  # too many dimensions, and the like
+        raise CorruptObjectError(f"stored array description is invalid: {exc}") from None
+    if arr.size:
+        reader.read_into(path, _bytes_view(arr.T if order == "F" else arr))
+    return arr
+
+
+def _read_meta(reader: ArtifactReader) -> tuple[dict[str, Any], np.dtype[Any], tuple[int, ...], str]:
+    meta = valuecodec.decode(reader.read_bytes("meta"))
+    if not isinstance(meta, dict):
+        raise CorruptObjectError("stored array description is not a map")
+    try:
+        dtype = npy_format.descr_to_dtype(_descr_in(meta["descr"]))
+        shape = tuple(meta["shape"])
+        order = meta["order"]
+        if order not in ("C", "F") or dtype.hasobject or not all(type(n) is int and n >= 0 for n in shape):
+            raise ValueError("bad array description")
+    except CorruptObjectError:
+        raise
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
+        raise CorruptObjectError(f"stored array description is invalid: {exc}") from None
+    return meta, dtype, shape, order
+
+
 class NumpyMaterializer(Materializer):
     """numpy.ndarray of any non-object dtype and shape, and numpy scalars."""
 
@@ -54,51 +116,43 @@ class NumpyMaterializer(Materializer):
 
     def save(self, obj: Any, writer: ArtifactWriter) -> None:
         scalar = isinstance(obj, np.generic)
+        subclass: str | bool = False
+        if not scalar and type(obj) is not np.ndarray and type(obj) is not np.memmap:
+            name = _SUBCLASS_NAMES.get(type(obj))
+            if name is None:
+                raise UnsupportedTypeError(
+                    f"{type(obj).__module__}.{type(obj).__qualname__} is a numpy array subclass cas can not "
+                    "restore as itself; store it with allow_pickle=True, or convert it with np.asarray"
+                )
+            subclass = name
         arr = np.asarray(obj)
         if arr.dtype.hasobject:
             raise UnsupportedTypeError("arrays of Python objects can only be stored with allow_pickle=True")
-        if arr.flags.c_contiguous:
-            order, flat = "C", arr
-        elif arr.flags.f_contiguous:
-            order, flat = "F", arr.T
-        else:
-            order, flat = "C", np.ascontiguousarray(arr)
+        order, flat = _layout(arr)
         meta = {
             "descr": npy_format.dtype_to_descr(arr.dtype),
             "shape": list(arr.shape),
             "order": order,
             "scalar": scalar,
-            "subclass": type(obj) is not np.ndarray and not scalar,
+            "subclass": subclass,
         }
         writer.write_bytes("meta", valuecodec.encode(meta))
-        writer.write_bytes("data", _bytes_view(flat) if arr.size else b"")
+        _write_array(writer, "data", flat)
 
     def load(self, reader: ArtifactReader, type_: type) -> Any:
-        meta = valuecodec.decode(reader.read_bytes("meta"))
-        if not isinstance(meta, dict):
-            raise CorruptObjectError("stored array description is not a map")
-        try:
-            dtype = npy_format.descr_to_dtype(_descr_in(meta["descr"]))
-            shape = tuple(meta["shape"])
-            order = meta["order"]
-            if order not in ("C", "F") or dtype.hasobject or not all(type(n) is int and n >= 0 for n in shape):
-                raise ValueError("bad array description")
-        except CorruptObjectError:
-            raise
-        except (KeyError, TypeError, ValueError, RecursionError) as exc:
-            raise CorruptObjectError(f"stored array description is invalid: {exc}") from None
-        # The declared size, in Python ints (no overflow), against the stored
-        # size before anything is allocated.
-        nbytes = dtype.itemsize * math.prod(shape)
-        if reader.size("data") != nbytes:
-            raise CorruptObjectError(f"array data is {reader.size('data')} bytes, its description says {nbytes}")
-        try:
-            arr = np.empty(shape, dtype=dtype, order=order)
-        except ValueError as exc:  # too many dimensions, and the like
-            raise CorruptObjectError(f"stored array description is invalid: {exc}") from None
-        if arr.size:
-            reader.read_into("data", _bytes_view(arr.T if order == "F" else arr))
-        return arr[()] if meta.get("scalar") else arr
+        meta, dtype, shape, order = _read_meta(reader)
+        subclass = meta.get("subclass")
+        # bool or None: written before subclasses were kept; a plain ndarray, as then.
+        if subclass is not None and type(subclass) is not bool and subclass not in _SUBCLASSES:
+            raise CorruptObjectError(f"stored array subclass {subclass!r} is not one cas writes")
+        if subclass == "matrix" and len(shape) != 2:
+            raise CorruptObjectError(f"a stored matrix has {len(shape)} dimensions")
+        arr = _read_array(reader, "data", dtype, shape, order)
+        if meta.get("scalar"):
+            return arr[()]
+        if isinstance(subclass, str):
+            return arr.view(_SUBCLASSES[subclass])
+        return arr
 
     def visualize(self, obj: Any) -> list[Visualization]:
         arr = np.asarray(obj)
@@ -121,3 +175,66 @@ class NumpyMaterializer(Materializer):
     def metadata(self, obj: Any) -> dict[str, Any]:
         arr = np.asarray(obj)
         return {"shape": list(arr.shape), "dtype": str(arr.dtype), "nbytes": int(arr.nbytes)}
+
+
+class MaskedArrayMaterializer(Materializer):
+    """numpy.ma.MaskedArray: data, mask, fill value and hardness of the mask."""
+
+    name = "cas.numpy.masked"
+    version = "1"
+    packages = ("numpy",)
+    types = (np.ma.MaskedArray,)
+    subclasses = False  # a subclass (mrecords, ...) falls to cas.numpy, which refuses it
+
+    def save(self, obj: Any, writer: ArtifactWriter) -> None:
+        data = np.ma.getdata(obj)
+        if data.dtype.hasobject:
+            raise UnsupportedTypeError("arrays of Python objects can only be stored with allow_pickle=True")
+        if type(data) is not np.ndarray and type(data) is not np.memmap:
+            raise UnsupportedTypeError(f"a masked {type(data).__name__} can only be stored with allow_pickle=True")
+        order, flat = _layout(data)
+        mask = obj.mask
+        nomask = mask is np.ma.nomask
+        fill = obj._fill_value  # None: never set, numpy's default for the dtype
+        meta = {
+            "descr": npy_format.dtype_to_descr(data.dtype),
+            "shape": list(data.shape),
+            "order": order,
+            "nomask": nomask,
+            "hard_mask": bool(obj.hardmask),
+            "fill_value": None if fill is None else np.asarray(fill, dtype=data.dtype).tobytes(),
+        }
+        writer.write_bytes("meta", valuecodec.encode(meta))
+        _write_array(writer, "data", flat)
+        if not nomask:
+            mask = np.asarray(mask, dtype=np.ma.make_mask_descr(data.dtype))
+            _write_array(writer, "mask", mask.T if order == "F" else np.ascontiguousarray(mask))
+
+    def load(self, reader: ArtifactReader, type_: type) -> Any:
+        meta, dtype, shape, order = _read_meta(reader)
+        nomask, hard, fill = meta.get("nomask"), meta.get("hard_mask"), meta.get("fill_value")
+        if type(nomask) is not bool or type(hard) is not bool:
+            raise CorruptObjectError("stored masked array description is invalid")
+        if fill is not None and (type(fill) is not bytes or len(fill) != dtype.itemsize):
+            raise CorruptObjectError("stored fill value does not match the array's dtype")
+        if nomask == ("mask" in reader.paths()):
+            raise CorruptObjectError("stored masked array's mask file disagrees with its description")
+        data = _read_array(reader, "data", dtype, shape, order)
+        mask: Any = np.ma.nomask
+        if not nomask:
+            mask = _read_array(reader, "mask", np.ma.make_mask_descr(dtype), shape, order)
+            raw = np.frombuffer(_bytes_view(mask.T if order == "F" else mask), np.uint8)
+            if raw.size and int(raw.max()) > 1:
+                raise CorruptObjectError("stored mask holds bytes other than 0 and 1")
+        fill_value = None if fill is None else np.frombuffer(fill, dtype=dtype)[0]
+        return np.ma.MaskedArray(data, mask=mask, fill_value=fill_value, hard_mask=hard, copy=False, shrink=False)
+
+    def visualize(self, obj: Any) -> list[Visualization]:
+        return NumpyMaterializer().visualize(np.ma.filled(obj))
+
+    def metadata(self, obj: Any) -> dict[str, Any]:
+        data = np.ma.getdata(obj)
+        # Elements with any field masked; a structured mask has no sum.
+        mask = np.ascontiguousarray(np.ma.getmaskarray(obj)).reshape(-1)
+        masked = int(np.count_nonzero(mask.view(np.uint8).reshape(mask.size, -1).any(axis=1))) if mask.size else 0
+        return {"shape": list(data.shape), "dtype": str(data.dtype), "nbytes": int(data.nbytes), "masked": masked}
