@@ -42,8 +42,8 @@ from cas.runs import Run
 from cas.steps import Step, pipeline, step
 from cas.store import ArtifactInfo, FileInfo, Ref, Store, open
 from cas.sync import RefConflict, TransferReport
-from materializers import Materializer
-from materializers import registry as _registry
+from materializers.base import Materializer
+from materializers.registry import registry as _registry
 
 __version__ = "0.1.0"
 

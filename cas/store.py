@@ -38,7 +38,7 @@ from cas.remoting import Remoting
 from cas.runs import RunIndex
 from cas.steps import Provenance
 from cas.trees import TreeReader, TreeWriter
-from materializers import Materializer, type_name_of
+from materializers.base import Materializer, type_name_of
 from materializers.builtin import executable_paths
 from materializers.visuals import Visualization
 

@@ -15,6 +15,7 @@ from typing import Any
 from cas.errors import CorruptObjectError, IncompatibleArtifactError, UnsupportedTypeError
 from materializers import valuecodec
 from materializers.base import ArtifactReader, ArtifactWriter, Materializer
+from materializers.builtin import _PrefixedReader, _PrefixedWriter
 from materializers.registry import registry
 
 
@@ -54,7 +55,14 @@ def find_class(metadata: dict[str, Any]) -> type:
 
 
 class DataclassMaterializer(Materializer, register=False):
-    """A dataclass instance: its fields as plain values; the class must be importable."""
+    """A dataclass instance: its fields as plain values; the class must be importable.
+
+    Loading rebuilds the instance the way pickle does, without ``__init__`` or
+    ``__post_init__``: the stored values are the already-transformed ones, and
+    an ``InitVar`` (never a field, so never stored) is not asked for again.
+    Fields that hold other objects (arrays, frames, ...) are kept as a
+    composite value under ``fields/``, each such leaf by its own materializer.
+    """
 
     name = "cas.dataclass"
     version = "1"
@@ -62,20 +70,43 @@ class DataclassMaterializer(Materializer, register=False):
 
     def save(self, obj: Any, writer: ArtifactWriter) -> None:
         fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-        writer.write_bytes("fields.msgpack", valuecodec.encode(fields))
+        try:
+            data = valuecodec.encode(fields)
+        except UnsupportedTypeError:
+            registry.by_name("cas.value").save(fields, _PrefixedWriter(writer, "fields/"))
+            return
+        writer.write_bytes("fields.msgpack", data)
 
     def load(self, reader: ArtifactReader, type_: type) -> Any:
-        fields = valuecodec.decode(reader.read_bytes("fields.msgpack"))
+        if "fields.msgpack" in reader.paths():
+            fields = valuecodec.decode(reader.read_bytes("fields.msgpack"))
+        else:
+            fields = registry.by_name("cas.value").load_checked(_PrefixedReader(reader, "fields/", {}), dict)
         if not isinstance(fields, dict):
             raise CorruptObjectError("dataclass fields are not a map")
         declared = {f.name: f for f in dataclasses.fields(type_)}
         unknown = [k for k in fields if k not in declared]
         if unknown:  # never set attributes the class does not declare (``__class__``, for one)
             raise IncompatibleArtifactError(f"stored fields {unknown[:5]!r} are not fields of {type_.__qualname__}")
-        obj = type_(**{k: v for k, v in fields.items() if declared[k].init})
-        for key, value in fields.items():  # fields with init=False
-            if not declared[key].init:
-                object.__setattr__(obj, key, value)
+        values = dict(fields)
+        for name, field in declared.items():  # fields the class gained since: their defaults
+            if name in values:
+                continue
+            if field.default is not dataclasses.MISSING:
+                values[name] = field.default
+            elif field.default_factory is not dataclasses.MISSING:
+                values[name] = field.default_factory()
+            else:
+                raise IncompatibleArtifactError(f"{type_.__qualname__}.{name} is not stored and has no default")
+        cls: Any = type_
+        try:
+            obj = cls.__new__(cls)  # as pickle does: no __init__, no __post_init__
+        except TypeError as exc:
+            raise IncompatibleArtifactError(
+                f"{type_.__qualname__} can not be created without arguments: {exc}"
+            ) from None
+        for key, value in values.items():
+            object.__setattr__(obj, key, value)  # frozen and slots classes too
         return obj
 
     def metadata(self, obj: Any) -> dict[str, Any]:
