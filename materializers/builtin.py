@@ -83,16 +83,18 @@ class ValueMaterializer(Materializer):
 
     name = "cas.value"
     version = "1"
-    types = (type(None), bool, int, float, complex, list, tuple, dict, set, frozenset)
-    subclasses = False  # an IntEnum or a namedtuple would come back as its base type
+    types = (type(None), bool, int, float, complex, list, tuple, dict, set, frozenset, *valuecodec.EVERYDAY_TYPES)
+    # Subclasses reach save, which stores Enum members and namedtuples by class
+    # and refuses (UnsupportedTypeError) any other, rather than store its base type.
+    subclasses = True
 
     def save(self, obj: Any, writer: ArtifactWriter) -> None:
         try:
             writer.write_bytes("value.msgpack", valuecodec.encode(obj))
             return
         except UnsupportedTypeError:
-            if not isinstance(obj, (list, tuple, dict)):
-                raise
+            if type(obj) not in valuecodec.CONTAINERS and not valuecodec.is_namedtuple(obj):
+                raise  # exact types only: a dict subclass must not come back here as its own leaf
         leaves: list[dict[str, Any]] = []
 
         def leaf(value: Any) -> int:
@@ -129,9 +131,9 @@ class ValueMaterializer(Materializer):
         return valuecodec.decode(info["structure"], load_leaf)
 
     def metadata(self, obj: Any) -> dict[str, Any]:
-        if isinstance(obj, (list, tuple, dict, set, frozenset)):
+        if type(obj) in (*valuecodec.CONTAINERS, set, frozenset) or valuecodec.is_namedtuple(obj):
             return {"length": len(obj)}
-        if obj is None or isinstance(obj, (bool, float)) or (isinstance(obj, int) and -(2**63) <= obj < 2**63):
+        if obj is None or type(obj) in (bool, float) or (type(obj) is int and -(2**63) <= obj < 2**63):
             return {"value": obj}
         return {}
 

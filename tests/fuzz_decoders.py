@@ -19,6 +19,13 @@ if __name__ == "__main__":  # pragma: no cover - under atheris: coverage feedbac
         import materializers  # noqa: F401
         import materializers.numpy_array  # noqa: F401
 
+import collections  # noqa: E402
+import datetime  # noqa: E402
+import decimal  # noqa: E402
+import enum  # noqa: E402
+import fractions  # noqa: E402
+import uuid  # noqa: E402
+import zoneinfo  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -113,6 +120,33 @@ def check(data: bytes) -> None:
             pass
 
 
+class _Seed(enum.Enum):
+    A = "a"
+
+
+_SeedPoint = collections.namedtuple("_SeedPoint", "x y")
+
+
+def _everyday_values() -> list[Any]:
+    """One value of each ext type 8-19."""
+    tz = datetime.timezone(datetime.timedelta(hours=-3))
+    return [
+        datetime.datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=zoneinfo.ZoneInfo("UTC")),
+        datetime.datetime(2024, 1, 2, tzinfo=tz),
+        datetime.date(2024, 1, 2),
+        datetime.time(1, 2, 3, tzinfo=tz),
+        datetime.timedelta(days=-1, seconds=3),
+        decimal.Decimal("-1.25E+3"),
+        uuid.UUID(int=5),
+        fractions.Fraction(-(2**70), 3),
+        collections.OrderedDict(a=1.5),
+        collections.defaultdict(list, {1: [2]}),
+        collections.deque([1, 2], maxlen=4),
+        _Seed.A,
+        _SeedPoint(1, (2,)),
+    ]
+
+
 def seeds() -> list[bytes]:
     """Valid encodings of every kind: starting points for mutation."""
     tree = Tree((FileEntry("a/b.bin", 10, ((ZERO, 10),), hash=ZERO), FileEntry("c", 2, (), data=b"hi")))
@@ -127,6 +161,7 @@ def seeds() -> list[bytes]:
         ChunkMap(ZERO, 10, ((ZERO, 10),)).to_bytes(),
         RefRecord(ZERO, 1.0, 1, "v1").to_bytes(),
         valuecodec.encode({"a": (1, 2.5, {3, 4}), 5: [None, True, b"x", 2**70, 1j]}),
+        valuecodec.encode(_everyday_values()),
         StoreConfig().to_bytes(),
         b'{"origin": {"url": "/x", "read_through": true}}',
         meta + bytes(16),
