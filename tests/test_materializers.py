@@ -372,7 +372,7 @@ class CelsiusMaterializer(cas.Materializer):
         writer.write_bytes("deg.txt", str(obj.degrees).encode())
 
     def load(self, reader: Any, type_: type) -> Any:
-        return Celsius(float(reader.read_bytes("deg.txt")))
+        return type_(float(reader.read_bytes("deg.txt")))  # as the README's example: a subclass stays itself
 
     def metadata(self, obj: Any) -> dict[str, Any]:
         return {"degrees": obj.degrees}
@@ -387,7 +387,8 @@ def test_user_materializer_by_subclassing(local_store: cas.Store) -> None:
     assert local_store.get(ref).degrees == 21.5
     info = local_store.info(ref)
     assert (info.materializer, info.materializer_version, info.metadata) == ("tests.celsius", "2", {"degrees": 21.5})
-    assert local_store.put(Kelvin(3.0)) is not None  # found through the MRO
+    kelvin = local_store.get(local_store.put(Kelvin(3.0)))  # found through the MRO, and back as a Kelvin
+    assert type(kelvin) is Kelvin and kelvin.degrees == 3.0
 
 
 def test_user_materializer_by_decorator_and_forced(local_store: cas.Store) -> None:
