@@ -231,3 +231,16 @@ def test_layers_survive_cycles_a_forged_graph_holds() -> None:
     column = layers(graph)
     assert sorted(column) == sorted(ids) and len(set(column.values())) == 5
     assert to_svg(graph, {}).startswith("<svg")
+
+
+def test_closing_the_app_releases_its_views_not_the_store(tmp_path: Path) -> None:
+    from cas.ui.app import close_app
+
+    with cas.open(tmp_path / "team") as team, cas.open(tmp_path / "here") as here:
+        team.put(b"remote bytes", "r")
+        here.remotes.add("origin", team.url, read_through=True)
+        app = create_app(here)
+        assert app.test_client().get("/artifacts").status_code == 200
+        close_app(app)
+        assert all(view._executor._shutdown for view in app.config["views"])
+        assert here.get("r") == b"remote bytes" and here.put(b"still writable", "w").name == "w"

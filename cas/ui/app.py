@@ -65,6 +65,7 @@ def create_app(store: cas.Store, *, hosts: Iterable[str] | None = None) -> Flask
     app = Flask(__name__, static_folder="static", template_folder="templates")
     local, view = read_only_views(store)
     app.config["store"] = view
+    app.config["views"] = (local, view) if view is not local else (local,)  # closed by close_app
     allowed = _host_set(hosts if hosts is not None else LOOPBACK)
     shown: OrderedDict[str, list[Visualization]] = OrderedDict()  # computed, not stored: an in-memory cache
 
@@ -340,8 +341,16 @@ def serve(store: cas.Store, *, host: str = "127.0.0.1", port: int = 8765) -> Non
     """Serve the UI until interrupted (threads: a slow page does not block the others)."""
     from werkzeug.serving import make_server
 
-    server = make_server(host, port, create_app(store, hosts=serving_hosts(host, port)), threaded=True)
+    app = create_app(store, hosts=serving_hosts(host, port))
+    server = make_server(host, port, app, threaded=True)
     try:
         server.serve_forever()
     finally:
         server.server_close()
+        close_app(app)
+
+
+def close_app(app: Flask) -> None:
+    """Release the read-only views ``create_app`` opened (their threads and the remote's files)."""
+    for view in app.config.get("views", ()):
+        view.close()
