@@ -20,12 +20,12 @@ import re
 import unicodedata
 
 from cas.errors import InvalidNameError
+from cas.objects import is_device_name
 
 # As many hex digits as a hash prefix may have (hashing.MIN_PREFIX = 6), in
 # either case: upper case does not resolve as a prefix, but reads as one.
 _HEXISH = re.compile(r"[0-9a-fA-F]{6,}")
 # Windows device names: reserved as a file name with or without an extension.
-_WINDOWS_DEVICES = re.compile(r"(CON|PRN|AUX|NUL|COM[0-9]|LPT[0-9]|CONIN\$|CONOUT\$)", re.IGNORECASE)
 # Control, format (bidi overrides, zero-width), private-use, surrogate,
 # unassigned code points and every kind of space or line separator.
 _INVISIBLE = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zs", "Zl", "Zp"})
@@ -57,7 +57,7 @@ def check_hashlike(name: str) -> None:
 
 def check_component(part: str, text: str, kind: str) -> None:
     """Refuse a name component (or a whole label or tag) that looks like something else."""
-    if _WINDOWS_DEVICES.fullmatch(part.split(".", 1)[0]):
+    if is_device_name(part):
         raise InvalidNameError(f"{kind} {text!r}: {part!r} is a reserved device name on Windows")
     if part.endswith((".", " ")):
         raise InvalidNameError(f"{kind} {text!r}: a component must not end with '.' or a space (Windows drops them)")

@@ -66,6 +66,13 @@ _DEVICE_NAMES = frozenset(
     + [f"{port}{n}" for port in ("COM", "LPT") for n in "0123456789\u00b9\u00b2\u00b3"]
 )
 _DEVICE_PREFIXES = frozenset(name[:3] for name in _DEVICE_NAMES)
+
+
+def is_device_name(component: str) -> bool:
+    """Whether Windows reads a path component as a device (``CON``, ``nul.txt``, ``COM1 .log``), in any case."""
+    return component[:3].upper() in _DEVICE_PREFIXES and component.split(".", 1)[0].rstrip(" ").upper() in _DEVICE_NAMES
+
+
 # Code points HFS+ ignores when comparing names (git's list): ".g\u200cit" is ".git" there.
 _HFS_IGNORED = dict.fromkeys([*range(0x200C, 0x2010), *range(0x202A, 0x202F), *range(0x206A, 0x2070), 0xFEFF])
 
@@ -84,7 +91,7 @@ def check_portable_path(path: str) -> str:
             raise NonPortablePathError(f"tree path {path!r}: {part!r} names an NTFS data stream (':')")
         if part[-1] in ". ":
             raise NonPortablePathError(f"tree path {path!r}: {part!r} ends in a dot or space, which Windows drops")
-        if part[:3].upper() in _DEVICE_PREFIXES and part.split(".", 1)[0].rstrip(" ").upper() in _DEVICE_NAMES:
+        if is_device_name(part):
             raise NonPortablePathError(f"tree path {path!r}: {part!r} is a Windows device name")
         if part.isascii():
             if part[0] not in ".gG" or part.lower() not in (".git", "git~1"):
