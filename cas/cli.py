@@ -9,7 +9,6 @@ import re
 import stat
 import sys
 import time
-import unicodedata
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 import cas
+from cas.destination import unsafe_file_name
 from cas.hashing import short
-from cas.objects import check_portable_path
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -146,16 +145,23 @@ def init(state: _Context, url: str | None) -> None:
 
 @main.command()
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option("--name", "-n", help="Name to record a new version under.")
-@click.option("--version", "label", help="An explicit version label, e.g. v1.0.")
-@click.option("--tag", "-t", "tags", multiple=True, help="Tag the new version (repeatable).")
+@click.option("--name", "-n", help="Name to record the content under (a new version if it differs from the latest).")
+@click.option("--version", "label", help="An explicit version label, e.g. v1.0 (a new label makes a new version).")
+@click.option("--tag", "-t", "tags", multiple=True, help="Tag the version (repeatable).")
+@click.option("--new-version", is_flag=True, help="Make a new version even if the latest holds the same content.")
 @pass_state
-def put(state: _Context, path: Path, name: str | None, label: str | None, tags: tuple[str, ...]) -> None:
-    """Store a file or a folder."""
+def put(
+    state: _Context, path: Path, name: str | None, label: str | None, tags: tuple[str, ...], new_version: bool
+) -> None:
+    """Store a file or a folder.
+
+    With --name, putting what the name's latest version already holds
+    returns that version instead of making a new one.
+    """
     store = state.store(create=True)
     start = time.perf_counter()
     with state.busy(f"storing {path} (hashing, chunking, writing)"):
-        ref = store.put(path, name, version=label, tags=tags)
+        ref = store.put(path, name, version=label, tags=tags, new_version=new_version)
     info = store.info(ref)
     took = time.perf_counter() - start
     state.say(f"{ref} {ref.short}  {info.size:,} bytes, {len(info.files)} files ({took:.2f} s)")
@@ -213,37 +219,6 @@ def _default_output(state: _Context, info: cas.ArtifactInfo, force: bool) -> Pat
             f"the artifact is a {'folder' if as_folder else 'file'}: pass -o PATH"
         )
     return target
-
-
-_WINDOWS_FORBIDDEN = set('<>:"|?*')
-
-
-def unsafe_file_name(name: object) -> str | None:
-    """Why ``name`` (from a store) can not be the name of a new file in the current folder; None if it can.
-
-    A plain base name only: no separator, no dot-name (``.bashrc``, ``..``),
-    no leading ``-``, nothing Windows forbids or reserves, no control or
-    invisible character, at most 255 bytes.
-    """
-    if not isinstance(name, str) or not name:
-        return "is missing"
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in name):
-        return "has a control or invisible character"
-    if "/" in name or "\\" in name or os.sep in name:
-        return "is a path, not a name"
-    if name.startswith("."):
-        return "is a dot-name (a hidden file such as .bashrc, or . or ..)"
-    if name.startswith("-"):
-        return "starts with '-', which commands would read as an option"
-    if _WINDOWS_FORBIDDEN.intersection(name):
-        return "has a character Windows forbids in names"
-    if len(name.encode("utf-8")) > 255:
-        return "is longer than 255 bytes"
-    try:
-        check_portable_path(name)
-    except cas.InvalidNameError as exc:
-        return f"is not portable ({exc})"
-    return None
 
 
 @main.command()

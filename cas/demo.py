@@ -3,7 +3,9 @@
 Make a data set, split it, standardize the features, train a numpy logistic
 regression and evaluate it. The first run executes every step; the second
 finds every step in the cache; the third changes the learning rate, so only
-training and evaluation run again. Then the log and the model's lineage.
+training and evaluation run again. Each run names its model and metrics: a
+name gets a new version only when the content differs from its latest
+version, so the cached run makes none. Then the log and the model's lineage.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from cas.steps import Step
-from cas.store import Store
+from cas.store import Ref, Store
 
 Say = Callable[[str], None]
+NAMED = ("demo/model", "demo/metrics")
 
 
 def build(store: Store) -> dict[str, Step]:
@@ -68,8 +71,10 @@ def build(store: Store) -> dict[str, Step]:
     }
 
 
-def pipeline(store: Store, steps: dict[str, Step], *, learning_rate: float) -> tuple[dict[str, float], list[Any]]:
-    """One execution; returns the metrics and the runs it recorded."""
+def pipeline(
+    store: Store, steps: dict[str, Step], *, learning_rate: float
+) -> tuple[dict[str, float], list[Any], list[Ref]]:
+    """One execution; returns the metrics, the runs it recorded and the versions it named."""
     runs = []
     with store.pipeline("demo"):
         (features, labels), run = steps["make_dataset"].call(n=20_000, seed=7)
@@ -82,10 +87,10 @@ def pipeline(store: Store, steps: dict[str, Step], *, learning_rate: float) -> t
         runs.append(run)
         metrics, run = steps["evaluate"].call(model, test_x, test_y)
         runs.append(run)
-    # Naming the outputs: the same content, so the same artifacts the runs produced.
-    store.put(model, "demo/model")
-    store.put(metrics, "demo/metrics")
-    return metrics, runs
+    # Naming the outputs: the same content, so the same artifacts the runs produced;
+    # a name whose latest version already holds it gets no new version.
+    named = [store.put(value, name) for value, name in zip((model, metrics), NAMED, strict=True)]
+    return metrics, runs, named
 
 
 def run(store: Store, say: Say = print) -> None:
@@ -97,8 +102,9 @@ def run(store: Store, say: Say = print) -> None:
         ("2. same code, same parameters, same data: every step is a cache hit", 0.5),
         ("3. learning_rate 0.5 -> 0.1: only train and evaluate run again", 0.1),
     ):
+        before = {(r.name, r.number) for r in (store.resolve(n) for n in NAMED if store.exists(n))}
         start = time.perf_counter()
-        metrics, runs = pipeline(store, steps, learning_rate=rate)
+        metrics, runs, named = pipeline(store, steps, learning_rate=rate)
         took = time.perf_counter() - start
         if title.startswith("1.") and all(r.status == "cached" for r in runs):
             title = "1. first run: this store has seen the demo before, so even this run is all cache hits"
@@ -106,7 +112,14 @@ def run(store: Store, say: Say = print) -> None:
         for r in runs:
             state = "cache hit" if r.status == "cached" else "executed"
             say(f"   {r.step.removeprefix('demo.'):12} {state:9} {r.duration * 1000:7.1f} ms  {r.short}")
-        say(f"   accuracy {metrics['accuracy']:.3f}, log loss {metrics['log_loss']:.3f} ({took:.2f} s)\n")
+        say(f"   accuracy {metrics['accuracy']:.3f}, log loss {metrics['log_loss']:.3f} ({took:.2f} s)")
+        kept = [str(ref) for ref in named if (ref.name, ref.number) in before]
+        made = [str(ref) for ref in named if (ref.name, ref.number) not in before]
+        if made:
+            say(f"   new versions: {', '.join(made)}")
+        if kept:
+            say(f"   the latest versions already held these: {', '.join(kept)} (no new version)")
+        say("")
     say("log (newest first):")
     for r in store.log(limit=8):
         say(f"   {r}")

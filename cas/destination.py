@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import os
 import stat
+import unicodedata
 from pathlib import Path
 
-from cas.errors import DestinationExistsError, UnsafeDestinationError
+from cas.errors import DestinationExistsError, InvalidNameError, UnsafeDestinationError
 from cas.objects import check_portable_path, check_portable_tree
 
 
@@ -113,3 +114,34 @@ def plan_file(target: Path, name: str) -> Path:
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise DestinationExistsError(f"{dest} is a folder, but the artifact is one file")
     return dest
+
+
+_WINDOWS_FORBIDDEN = set('<>:"|?*')
+
+
+def unsafe_file_name(name: object) -> str | None:
+    """Why ``name`` (from a store) can not be the name of a new file in the current folder; None if it can.
+
+    A plain base name only: no separator, no dot-name (``.bashrc``, ``..``),
+    no leading ``-``, nothing Windows forbids or reserves, no control or
+    invisible character, at most 255 bytes.
+    """
+    if not isinstance(name, str) or not name:
+        return "is missing"
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in name):
+        return "has a control or invisible character"
+    if "/" in name or "\\" in name or os.sep in name:
+        return "is a path, not a name"
+    if name.startswith("."):
+        return "is a dot-name (a hidden file such as .bashrc, or . or ..)"
+    if name.startswith("-"):
+        return "starts with '-', which commands would read as an option"
+    if _WINDOWS_FORBIDDEN.intersection(name):
+        return "has a character Windows forbids in names"
+    if len(name.encode("utf-8")) > 255:
+        return "is longer than 255 bytes"
+    try:
+        check_portable_path(name)
+    except InvalidNameError as exc:
+        return f"is not portable ({exc})"
+    return None

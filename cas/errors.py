@@ -25,6 +25,7 @@ same meaning, the error inherits it too, so ``except KeyError`` keeps working::
     ├── UnsupportedTypeError (+TypeError)  no materializer for a Python type
     ├── UntrustedPickleError             loading a pickle needs trust_pickle=True
     ├── IncompatibleArtifactError        written by a materializer or Python this one can not read
+    │   └── LoadError                    verified bytes this process cannot turn back into an object
     ├── PathRequiredError (+TypeError)   a file tree artifact needs ``path=``
     ├── InvalidRunError (+ValueError)    record_run arguments that make no valid run (times, hashes)
     ├── ReadOnlyStoreError (+PermissionError)  a write through a read-only view (``cas ui``)
@@ -156,6 +157,48 @@ class UntrustedPickleError(CasError):
 
 class IncompatibleArtifactError(CasError):
     """An artifact written by a materializer version or Python this process can not safely read."""
+
+
+class LoadError(IncompatibleArtifactError):
+    """Verified bytes that this process cannot turn back into an object.
+
+    Not damage: the materializer that wrote them is not registered here, its
+    library is missing or another version, or a pickle names a module or class
+    this process lacks. The attributes say what the artifact recorded and
+    what is installed; the message says what to do. ``except
+    IncompatibleArtifactError`` catches it too.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        artifact: str | None = None,
+        materializer: str | None = None,
+        materializer_version: str | None = None,
+        recorded: dict[str, str] | None = None,
+        installed: dict[str, str | None] | None = None,
+        module: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.artifact = artifact  # the ref or short hash, once known
+        self.materializer = materializer
+        self.materializer_version = materializer_version
+        self.recorded = dict(recorded or {})  # library -> version the artifact was written with
+        self.installed = dict(installed or {})  # library -> version here (None: not installed)
+        self.module = module  # the module to import for a custom materializer, or the one a pickle needs
+
+    def about(self, artifact: str) -> LoadError:
+        """The same error, its message starting with the artifact it is about."""
+        return type(self)(
+            f"cannot load {artifact}: {self}",
+            artifact=artifact,
+            materializer=self.materializer,
+            materializer_version=self.materializer_version,
+            recorded=self.recorded,
+            installed=self.installed,
+            module=self.module,
+        )
 
 
 class PathRequiredError(CasError, TypeError):

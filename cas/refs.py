@@ -205,6 +205,9 @@ class RefStore:
         # The next number this process expects for each name: saves listing every
         # version on each put. Another writer makes it stale, which costs a retry.
         self._next: dict[str, int] = {}
+        # The version of each name this process last created or found to be the latest:
+        # lets a repeated put of new content skip reading the latest version's file.
+        self._latest: dict[str, RefRecord] = {}
         # fold(folder) -> folder for every folder a name uses, from one listing of refs/;
         # refreshed after _FOLDS_TTL seconds. Only creating a new name reads it.
         self._folds: dict[str, str] | None = None
@@ -227,8 +230,18 @@ class RefStore:
                 numbers.append(int(tail))
         return sorted(numbers)
 
-    def create_version(self, name: str, target: bytes, label: str | None = None) -> RefRecord:
+    def create_version(
+        self, name: str, target: bytes, label: str | None = None, *, reuse_latest: bool = False
+    ) -> RefRecord:
         """Allocate the next version number of ``name`` (and claim ``label``) for ``target``.
+
+        With ``reuse_latest`` and no ``label``, the latest version (the highest
+        number not deleted) is returned instead if it already points at
+        ``target``: a version is made only when the content changes. A label is
+        an immutable name of one version, so a new label always makes a new
+        version, and a label that already names ``target`` returns its version.
+        Two writers putting the same content at the same moment may still both
+        make a version. A deleted number is never handed out again.
 
         A new name (no version yet, none deleted) must pass ``check_new_name`` and
         must not differ only in case or Unicode form from a name already in the
@@ -236,7 +249,16 @@ class RefStore:
         InvalidNameError, RefExistsError (``label`` taken by another artifact).
         """
         check_name(name)
-        number = self._next.get(name) or self._first_free(name)
+        reuse = reuse_latest and label is None
+        number = self._next.get(name)
+        if reuse:
+            numbers, same = self._same_as_latest(name, target)
+            if same is not None:
+                return same
+            if number is None and numbers is not None:
+                number = self._first_free(name, numbers)
+        if number is None:
+            number = self._first_free(name)
         if number == 1:
             check_new_name(name)
             self._check_case(name)
@@ -256,6 +278,7 @@ class RefStore:
             # Exclusive create: concurrent writers each get their own number.
             if self.backend.create(f"refs/{name}/@v/{number}", _encode(record)):
                 self._next[name] = number + 1
+                self._latest[name] = record
                 if self._folds is not None:
                     self._folds.update((lookalikes.fold(p), p) for p in _prefixes(name))
                 # Reverse index (artifact -> names), for lineage labels; rebuildable from refs/.
@@ -263,8 +286,44 @@ class RefStore:
                 if label is not None:
                     self.backend.write(f"refs/{name}/@label/{label}", _encode(record))
                 return record
+            if reuse and attempt == 0:
+                # Another writer made versions since this process last looked: the
+                # latest may now hold ``target`` (our cached view said it did not).
+                self._latest.pop(name, None)
+                _, same = self._same_as_latest(name, target)
+                if same is not None:
+                    return same
             number = number + 1 if attempt % 4 != 3 else max(number + 1, self._first_free(name))
         raise RefExistsError(f"could not allocate a version of {name!r}")
+
+    def _same_as_latest(self, name: str, target: bytes) -> tuple[list[int] | None, RefRecord | None]:
+        """(the version numbers listed, if a listing was needed; the latest version if it is ``target``).
+
+        Costs nothing when the version this process last made of ``name`` holds
+        other content: a newer version by another writer shows up as a failed
+        create, which asks again. Otherwise one listing, and one read of the
+        latest version's file unless this process made it. An unreadable latest
+        version counts as different content.
+        """
+        cached = self._latest.get(name)
+        if cached is not None and cached.target != target:
+            return None, None
+        numbers = self.version_numbers(name)
+        if not numbers:
+            return numbers, None
+        latest = numbers[-1]
+        if name in self._next:  # (a listing without the tombstones can not start the count)
+            self._next[name] = max(self._next[name], latest + 1)
+        if cached is not None and cached.number == latest:
+            return numbers, cached
+        try:
+            record = self._read(f"refs/{name}/@v/{latest}")
+        except CorruptObjectError:
+            return numbers, None
+        if record is None or record.number != latest:
+            return numbers, None
+        self._latest[name] = record
+        return numbers, record if record.target == target else None
 
     def check_creatable(self, name: str) -> None:
         """Refuse early what ``create_version`` would refuse by name alone (no I/O unless refused).
@@ -279,8 +338,9 @@ class RefStore:
             if not self.version_numbers(name):
                 raise
 
-    def _first_free(self, name: str) -> int:
-        numbers = self.version_numbers(name) + self._numbers_in(f"refs/{name}/@gone/")
+    def _first_free(self, name: str, live: list[int] | None = None) -> int:
+        """One past the highest number ``name`` has used, deleted ones included (``live``: @v/ as just listed)."""
+        numbers = (self.version_numbers(name) if live is None else live) + self._numbers_in(f"refs/{name}/@gone/")
         return max(numbers, default=0) + 1
 
     def _check_case(self, name: str) -> None:
@@ -386,6 +446,7 @@ class RefStore:
         # A tombstone keeps the number from being handed out again.
         self.backend.write(gone_key(name, number), b"")
         self._delete(f"refs/{name}/@v/{number}")  # last: until now the version still resolves
+        self._latest.pop(name, None)
         return removed
 
     def delete_tag(self, name: str, tag: str) -> None:

@@ -7,6 +7,16 @@ float, str, bytes, and lists and str-keyed dicts of them, up to 64 KiB) are
 *parameters*, kept by value in the run; every other argument is an *input*,
 stored as an artifact (identical content is stored once, so re-storing an
 input costs a hash, not a copy) and named by its hash.
+
+What a step returns is one output artifact, whatever its type (a dict too),
+unless the step returns a tuple or declares several ``outputs``: then each
+element is an output of its own. The artifact is the one ``store.put`` makes
+of the same value, so naming a step's result (``store.put(result, "model")``)
+links the name to the run that produced it.
+
+Errors raised by the step's own machinery (hashing inputs, storing outputs,
+loading a cache hit) name the step and keep their class; an exception raised
+by the step's function propagates unchanged.
 """
 
 from __future__ import annotations
@@ -16,7 +26,9 @@ import functools
 import hashlib
 import inspect
 import platform
+import re
 import sys
+import tempfile
 import time
 import uuid
 import weakref
@@ -24,14 +36,24 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from importlib import metadata as importlib_metadata
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cas import canonical
+from cas.destination import unsafe_file_name
+from cas.errors import (
+    CasError,
+    IncompatibleArtifactError,
+    PathRequiredError,
+    UnsupportedTypeError,
+    UntrustedPickleError,
+)
 from cas.hashing import digest
+from materializers.base import type_name_of
 
 if TYPE_CHECKING:
     from cas.runs import Run
-    from cas.store import Store
+    from cas.store import Ref, Store
 
 PARAM_MAX_BYTES = 64 << 10
 _pipeline: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("cas_pipeline", default=None)
@@ -162,25 +184,38 @@ def environment(packages: Sequence[str] = ()) -> dict[str, Any]:
     return {"python": platform.python_version(), "platform": platform.platform(), "packages": found}
 
 
-def split_outputs(result: Any, names: Sequence[str] | None) -> tuple[str, dict[str, Any]]:
-    """(return kind, {name: value}) for a step's return value."""
+def split_outputs(result: Any, names: Sequence[str] | None, step: str = "the step") -> tuple[str, dict[str, Any]]:
+    """(return kind, {name: value}) for a step's return value.
+
+    A value is one output ("single"), a dict too; a tuple is one output per
+    element ("tuple"); with several declared ``names`` the step must return a
+    tuple of that length or a dict with exactly those keys ("dict").
+    Raises TypeError for a result that does not match the declared names.
+    """
     if result is None and not names:
         return "none", {}
     if names:
         if len(names) == 1:
             return "single", {names[0]: result}
-        if not isinstance(result, tuple) or len(result) != len(names):
-            raise TypeError(f"the step declares outputs {list(names)} but returned {type(result).__name__}")
-        return "tuple", dict(zip(names, result, strict=True))
+        if isinstance(result, tuple) and len(result) == len(names):
+            return "tuple", dict(zip(names, result, strict=True))
+        if type(result) is dict and len(result) == len(names) and set(result) == set(names):
+            return "dict", dict(result)  # the order the step returned, which join_outputs gives back
+        raise TypeError(
+            f"step {step!r} declares outputs {list(names)} but returned {type_name_of(type(result))}: "
+            f"return a tuple of {len(names)} values, or a dict with exactly those keys"
+        )
     if type(result) is tuple:
         return "tuple", {f"output_{i}": v for i, v in enumerate(result)}
-    if type(result) is dict and result and all(type(k) is str for k in result):
-        return "dict", dict(result)
     return "single", {"output": result}
 
 
 def join_outputs(kind: str, values: dict[str, Any]) -> Any:
-    """The inverse of split_outputs."""
+    """The inverse of split_outputs (``values`` in the run's ``order``).
+
+    "dict" is also what runs recorded before a returned dict became one
+    output used for every str-keyed dict: they still join back into the dict.
+    """
     if kind == "none":
         return None
     if kind == "single":
@@ -191,8 +226,30 @@ def join_outputs(kind: str, values: dict[str, Any]) -> Any:
     return dict(values)
 
 
+def restated(exc: CasError, message: str) -> CasError:
+    """A copy of ``exc`` (same class, same attributes) with another message; raise it ``from exc``."""
+    copy = type(exc).__new__(type(exc))
+    copy.__dict__.update(exc.__dict__)
+    copy.args = (message,)
+    return copy
+
+
+_PICKLE_HINTS = re.compile(r": register |, or allow pickle| can only be stored with allow_pickle")
+
+
 class Step:
-    """A function whose calls are cached on content and recorded as runs."""
+    """A function whose calls are cached on content and recorded as runs.
+
+    ``allow_pickle`` is the step's pickle policy. ``True`` means "I trust the
+    outputs this step stored here": its outputs and inputs that no
+    materializer handles are stored with cloudpickle, and a cache hit loads
+    the step's pickled outputs (which runs their code). That trusts whoever
+    can write runs and cache entries in this store (the cache answers only
+    from runs recorded here or pulled from a remote marked ``trust_cache``).
+    ``None`` (the default) stores as the store's ``allow_pickle`` says, and
+    loads a pickled cached output only if the store was opened with
+    ``trust_pickle=True``; ``False`` never stores a pickle.
+    """
 
     def __init__(
         self,
@@ -206,6 +263,7 @@ class Step:
         depends_on: Sequence[Callable[..., Any]] = (),
         expires_after: float | timedelta | None = None,
         outputs: Sequence[str] | None = None,
+        allow_pickle: bool | None = None,
     ) -> None:
         self.fn = fn
         self.name = name or f"{fn.__module__}.{fn.__qualname__}"
@@ -215,6 +273,7 @@ class Step:
         self.depends_on = tuple(depends_on)
         self.expires_after = expires_after.total_seconds() if isinstance(expires_after, timedelta) else expires_after
         self.outputs = tuple(outputs) if outputs else None
+        self.allow_pickle = allow_pickle
         self._store = store
         self._signature = inspect.signature(fn)
         self._code: bytes | None = None
@@ -238,7 +297,15 @@ class Step:
         return self.call(*args, **kwargs)[0]
 
     def call(self, *args: Any, **kwargs: Any) -> tuple[Any, Run]:
-        """Call the step; return its result and the run recorded for this call."""
+        """Call the step; return its result and the run recorded for this call.
+
+        Raises what the function raises (unchanged, after recording a failed
+        run); from the step's own work, errors naming the step: UnsupportedTypeError
+        (an input or output no materializer stores, and pickle not allowed),
+        UntrustedPickleError (a cached output is a pickle the step does not trust),
+        TypeError (a result that does not match the declared ``outputs``),
+        IntegrityError, BackendError.
+        """
         store = self.store
         bound = self._signature.bind(*args, **kwargs)
         bound.apply_defaults()
@@ -253,13 +320,13 @@ class Step:
             elif known is None and is_parameter(value):
                 params[arg] = value
             else:
-                inputs[arg] = bytes.fromhex(store.put(value).hash)
+                inputs[arg] = self._store_input(store, arg, value)
         key = cache_key(self.name, self.code, params, inputs, self.salt)
         started = time.time()
         if self.cache:
             hit = store.cached_run(key, expires_after=self.expires_after)
-            if hit is not None:
-                values = {name: store.get(hit.outputs[name].hex()) for name in hit.order}  # remembered by get
+            values = self._load_hit(store, hit) if hit is not None else None
+            if hit is not None and values is not None:
                 run = store.record_run(
                     step=self.name, code=self.code, params=params, inputs=inputs, outputs=hit.outputs,
                     cache_key=key, status="cached", cached_from=hit.hash, returns=hit.returns, order=hit.order,
@@ -268,8 +335,8 @@ class Step:
                 return join_outputs(hit.returns, values), run
         try:
             result = self.fn(*args, **kwargs)
-            kind, values = split_outputs(result, self.outputs)
-            refs = {name: store.put(value) for name, value in values.items()}
+            kind, values = split_outputs(result, self.outputs, self.name)
+            refs = {name: self._store_output(store, name, value, len(values) > 1) for name, value in values.items()}
             for name, value in values.items():
                 store.provenance.remember(value, bytes.fromhex(refs[name].hash))
         except BaseException as exc:
@@ -287,6 +354,120 @@ class Step:
         )  # fmt: skip
         return result, run
 
+    # -- the step's own work: its errors speak of the step ------------------------
+    def _pickles(self, store: Store) -> bool:
+        """Whether this step stores with cloudpickle what no materializer handles."""
+        return store.allow_pickle if self.allow_pickle is None else self.allow_pickle
+
+    def _store_input(self, store: Store, arg: str, value: Any) -> bytes:
+        """Store an input argument (to hash it) under the step's pickle policy."""
+        try:
+            return bytes.fromhex(store.put(value, allow_pickle=self.allow_pickle).hash)
+        except UnsupportedTypeError as exc:
+            if self._pickles(store):
+                raise restated(
+                    exc, f"step {self.name!r} can not store argument {arg!r} to hash it, even with pickle: {exc}"
+                ) from exc
+            raise restated(
+                exc,
+                f"step {self.name!r} got a {type_name_of(type(value))} as argument {arg!r}, "
+                f"{_unstorable(exc, value)}; a step stores each input to hash it: "
+                "register a materializer for it (subclass cas.Materializer), decorate the step with "
+                "@cas.step(allow_pickle=True) to store it with cloudpickle, "
+                f"or leave it out of the cache key with @cas.step(ignore=[{arg!r}])",
+            ) from exc
+        except CasError as exc:
+            raise restated(exc, f"step {self.name!r}, storing argument {arg!r} to hash it: {exc}") from exc
+        except Exception as exc:
+            _note(exc, f"(raised while step {self.name!r} stored argument {arg!r} to hash it)")
+            raise
+
+    def _store_output(self, store: Store, name: str, value: Any, several: bool) -> Ref:
+        """Store one output under the step's pickle policy; return its Ref."""
+        what = f"returned, as output {name!r}, a" if several else "returned a"
+        try:
+            return store.put(value, allow_pickle=self.allow_pickle)
+        except UnsupportedTypeError as exc:
+            if self._pickles(store):
+                raise restated(exc, f"step {self.name!r} {what} {type_name_of(type(value))}, "
+                                    f"which can not be stored even with pickle: {exc}") from exc  # fmt: skip
+            raise restated(
+                exc,
+                f"step {self.name!r} {what} {type_name_of(type(value))}, {_unstorable(exc, value)}: "
+                "register a materializer for it (subclass cas.Materializer), or decorate "
+                "the step with @cas.step(allow_pickle=True) to store it with cloudpickle "
+                "(its cache hits then load it, trusting whoever can write runs in this store)",
+            ) from exc
+        except CasError as exc:
+            raise restated(exc, f"step {self.name!r}, storing output {name!r}: {exc}") from exc
+        except Exception as exc:
+            _note(exc, f"(raised while step {self.name!r} stored output {name!r})")
+            raise
+
+    def _load_hit(self, store: Store, hit: Run) -> dict[str, Any] | None:
+        """The outputs of a cache hit, or None if this process can not load them (then the step runs again)."""
+        if not _fits(self.outputs, hit.returns, hit.order):
+            return None  # not a shape this step returns (a run recorded by hand under its key): recompute
+        trust = True if self.allow_pickle else None  # None: as the store was opened
+        values = {}
+        for name in hit.order:
+            try:
+                values[name] = store.get(hit.outputs[name].hex(), trust_pickle=trust)  # remembered by get
+            except UntrustedPickleError as exc:
+                output = f" {name!r}" if len(hit.order) > 1 else ""
+                raise restated(
+                    exc,
+                    f"step {self.name!r} has a cached output{output} that is a pickle: loading it runs code "
+                    "chosen by whoever wrote the run. Decorate the step with @cas.step(allow_pickle=True) "
+                    "to trust the outputs this step stored in this store (or open the store with trust_pickle=True)",
+                ) from exc
+            except PathRequiredError:  # a file or folder the step returned: its files, in a new folder
+                values[name] = restore_to_new_folder(store, hit.outputs[name])
+            except IncompatibleArtifactError:
+                return None  # written by a materializer or Python this process can not read: recompute
+            except CasError as exc:
+                raise restated(exc, f"step {self.name!r}, loading cached output {name!r}: {exc}") from exc
+        return values
+
+
+def restore_to_new_folder(store: Store, artifact: bytes) -> Path:
+    """Write a file or folder artifact into a new temporary folder; return the Path of the file or folder.
+
+    What a cache hit gives back for a step that returned a ``pathlib.Path``:
+    the same files under the stored base name (if it is a plain, safe name,
+    else the short hash), never at a path the store chooses.
+    """
+    info = store.info(artifact.hex())
+    stored = info.metadata.get("name")
+    name = str(stored) if unsafe_file_name(stored) is None else info.ref.short
+    folder = Path(tempfile.mkdtemp(prefix="cas-step-output-"))
+    written: Path = store.get(info.ref, path=folder / name)
+    return written
+
+
+def _fits(declared: tuple[str, ...] | None, kind: str, order: tuple[str, ...]) -> bool:
+    """Whether a run's outputs have a shape the step can return (join_outputs needs it)."""
+    if (kind == "none" and order) or (kind == "single" and len(order) != 1):
+        return False
+    if declared is None:
+        return True
+    return order == declared if kind != "dict" else sorted(order) == sorted(declared)
+
+
+def _note(exc: BaseException, text: str) -> None:
+    """Add a line to the traceback of an error that is not ours (Python 3.11+; the message stays)."""
+    add_note = getattr(exc, "add_note", None)
+    if add_note is not None:
+        add_note(text)
+
+
+def _unstorable(exc: UnsupportedTypeError, value: Any) -> str:
+    """Why ``value`` was refused, in the materializer's words without its advice about put."""
+    reason = _PICKLE_HINTS.split(str(exc), maxsplit=1)[0]
+    if reason == f"no materializer for {type_name_of(type(value))}":
+        return "which no materializer handles"
+    return f"which cas can not store without pickle ({reason})"
+
 
 def step(
     fn: Callable[..., Any] | None = None,
@@ -299,14 +480,17 @@ def step(
     depends_on: Sequence[Callable[..., Any]] = (),
     expires_after: float | timedelta | None = None,
     outputs: Sequence[str] | None = None,
+    allow_pickle: bool | None = None,
 ) -> Any:
     """Decorate a function as a cached, recorded step (``@step`` or ``@step(...)``).
 
     Without ``store`` the step uses ``cas.open()`` (found like git finds .git) on first call.
+    ``allow_pickle=True``: "I trust the outputs this step stored here" (see ``Step``).
     """
     options = {
         "store": store, "name": name, "cache": cache, "salt": salt, "ignore": ignore,
         "depends_on": depends_on, "expires_after": expires_after, "outputs": outputs,
+        "allow_pickle": allow_pickle,
     }  # fmt: skip
 
     def wrap(f: Callable[..., Any]) -> Step:

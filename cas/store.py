@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -23,6 +24,7 @@ from cas.errors import (
     IncompatibleArtifactError,
     InvalidMetadataError,
     InvalidNameError,
+    LoadError,
     ObjectNotFoundError,
     RefNotFoundError,
     UnsupportedTypeError,
@@ -38,7 +40,7 @@ from cas.remoting import Remoting
 from cas.runs import RunIndex
 from cas.steps import Provenance
 from cas.trees import TreeReader, TreeWriter
-from materializers.base import Materializer, type_name_of
+from materializers.base import Materializer, type_name_of, with_writer_record
 from materializers.builtin import executable_paths
 from materializers.visuals import Visualization
 
@@ -168,8 +170,18 @@ class Store(History, Maintenance, Remoting):
         materializer: Materializer | type[Materializer] | str | None = None,
         allow_pickle: bool | None = None,
         visualize: bool = False,
+        new_version: bool = False,
     ) -> Ref:
-        """Store ``obj``; with a name, also record a new version (and move ``tags`` to it).
+        """Store ``obj``; with a name, also record it as the name's latest version (and move ``tags`` to it).
+
+        A new version is made only when the content differs from the latest
+        version of ``name`` (the highest number not deleted): putting what the
+        latest already holds returns that version, so a cache hit mints none,
+        while content that differs, even an older version's, becomes a new
+        latest. ``new_version=True`` always makes one. A ``version`` label names
+        one version for good: a new label makes a new version, a label that
+        already names this content returns its version. Two processes putting
+        the same content under one name at the same moment may both make one.
 
         ``materializer`` forces one (an instance, a class or a registered name).
         ``allow_pickle`` lets cloudpickle store what no materializer handles
@@ -186,7 +198,7 @@ class Store(History, Maintenance, Remoting):
                 check_new_label(version)
             for tag in tags:
                 check_new_label(tag, "tag")
-        elif version is not None or tags:
+        elif version is not None or tags or new_version:
             raise InvalidNameError("a version or tag needs a name: put(obj, name, version=..., tags=...)")
         user_metadata = _check_metadata(metadata or {})
         allow = self.allow_pickle if allow_pickle is None else allow_pickle
@@ -205,7 +217,7 @@ class Store(History, Maintenance, Remoting):
             materializer=mat.name,
             materializer_version=mat.version,
             size=tree.size,
-            metadata=_check_metadata(mat.metadata(obj)),
+            metadata=_check_metadata(with_writer_record(mat, mat.metadata(obj))),
             user_metadata=user_metadata,
         )
         digest = self.objects.put_object(artifact.to_bytes())
@@ -215,7 +227,7 @@ class Store(History, Maintenance, Remoting):
         if name is None:
             return Ref(to_hex(digest))
         self.objects.flush()  # in a batch: a ref is written only after what it reaches
-        record = self.refs.create_version(name, digest, label=version)
+        record = self.refs.create_version(name, digest, label=version, reuse_latest=not new_version)
         for tag in tags:
             self.refs.set_tag(name, tag, record)
         return _ref_of(name, record)
@@ -368,27 +380,36 @@ class Store(History, Maintenance, Remoting):
         (a symlink on the way), DestinationExistsError (the wrong kind).
         Raises RefNotFoundError, ObjectNotFoundError, AmbiguousRefError,
         IntegrityError/CorruptObjectError, UnsupportedTypeError, PathRequiredError,
-        UntrustedPickleError, IncompatibleArtifactError.
+        UntrustedPickleError, IncompatibleArtifactError (LoadError when the bytes are intact but this
+        process lacks the materializer, module or library versions that wrote them: never CorruptObjectError).
         """
         resolved = self.resolve(ref)
         artifact = self._artifact(resolved)
         tree = self._tree(artifact)
         if path is not None:
             return self._export(artifact, tree, Path(path))
-        mat = materializers.registry.by_name(artifact.materializer)
-        if not mat.can_load(artifact.materializer_version):
-            raise IncompatibleArtifactError(
-                f"{resolved} was written by {artifact.materializer} version {artifact.materializer_version}, "
-                f"which this version ({mat.version}) can not read"
+        try:
+            mat = materializers.registry.for_artifact(
+                artifact.materializer, artifact.materializer_version, artifact.metadata
             )
+        except LoadError as exc:
+            raise exc.about(str(resolved)) from exc.__cause__
         if mat.executes_code and not (self.trust_pickle if trust_pickle is None else trust_pickle):
             raise UntrustedPickleError(
                 f"{resolved} is a pickle: loading it runs code chosen by whoever wrote it; "
                 "pass trust_pickle=True if you trust this store"
             )
         mat.check_environment(artifact.metadata, override=allow_python_mismatch)
-        type_ = mat.resolve_type(artifact.python_type, artifact.metadata)
-        value = mat.load_checked(TreeReader(self.objects, tree, artifact.metadata), type_)
+        try:
+            try:
+                type_ = mat.resolve_type(artifact.python_type, artifact.metadata)
+            except LoadError:
+                raise
+            except IncompatibleArtifactError as exc:  # a class this process has not imported
+                raise mat.environment_error(artifact.metadata, exc) from exc
+            value = mat.load_checked(TreeReader(self.objects, tree, artifact.metadata), type_)
+        except LoadError as exc:
+            raise exc.about(str(resolved)) from exc.__cause__
         self.provenance.remember(value, from_hex(resolved.hash))
         return value
 
@@ -479,13 +500,59 @@ def _ref_of(name: str, record: RefRecord) -> Ref:
 
 
 def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    """Metadata as the plain data that is stored (and that ``info`` shows).
+
+    Plain data is None, bool, int, float, str, bytes, lists and dicts with str
+    keys. Exactly these conversions happen: tuple -> list; a subclass of bool,
+    int, float, str or bytes (IntEnum, StrEnum...) -> the base type's value;
+    bytearray and memoryview -> bytes; numpy bool, integer and floating scalars
+    (up to 64 bits) -> bool, int, float. Anything else raises
+    InvalidMetadataError naming the key path, e.g. ``metadata['metrics']['when']``.
+    """
     if not isinstance(value, dict):
         raise InvalidMetadataError(f"metadata must be a dict, not {type(value).__name__}")
+    plain = _plain(value, "metadata", 0)
     try:
-        canonical.encode(value)
-    except canonical.EncodingError as exc:
+        canonical.encode(plain)
+    except canonical.EncodingError as exc:  # an int beyond 64 bits
         raise InvalidMetadataError(f"metadata is not plain data: {exc}") from None
-    return value
+    return plain  # type: ignore[no-any-return]
+
+
+def _plain(value: Any, path: str, depth: int) -> Any:
+    """``value`` converted to plain data (see _check_metadata); InvalidMetadataError names ``path``."""
+    if depth > canonical.MAX_DEPTH:
+        raise InvalidMetadataError(f"{path}: nested deeper than {canonical.MAX_DEPTH}")
+    t = type(value)
+    if value is None or t is str or t is float or t is bool or t is bytes:
+        return value
+    if t is int or (isinstance(value, int) and not isinstance(value, bool)):
+        number = int.__index__(value)
+        if not -(1 << 63) <= number < 1 << 64:
+            raise InvalidMetadataError(f"{path}: int {number} does not fit in 64 bits")
+        return number
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidMetadataError(f"{path}: key {key!r} is a {type(key).__name__}, not a str")
+            key = str.__str__(key)  # a str subclass (StrEnum) as its value
+            out[key] = _plain(item, f"{path}[{key!r}]", depth + 1)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_plain(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return value.tobytes() if isinstance(value, memoryview) else bytes(value)
+    np = sys.modules.get("numpy")  # a numpy scalar exists only once numpy is imported
+    if np is not None and isinstance(value, (np.bool_, np.integer)):
+        return value.item()
+    if np is not None and isinstance(value, np.floating) and value.itemsize <= 8:
+        return float(value)
+    raise InvalidMetadataError(f"{path}: {type(value).__module__}.{type(value).__qualname__} is not plain data")
 
 
 def open(  # noqa: A001  (cas.open, like io.open)

@@ -13,8 +13,8 @@ import importlib
 import threading
 from typing import Any, TypeVar
 
-from cas.errors import UnsupportedTypeError
-from materializers.base import Materializer, type_name_of
+from cas.errors import LoadError, UnsupportedTypeError
+from materializers.base import Materializer, installed_versions, read_writer_record, type_name_of, versions_text
 
 M = TypeVar("M", bound=type[Materializer])
 
@@ -80,21 +80,75 @@ class Registry:
         )
 
     def by_name(self, name: str) -> Materializer:
-        """The materializer registered as ``name``, importing an optional one on demand."""
-        found = self._by_name.get(name)
+        """The materializer registered as ``name``, importing an optional one on demand.
+
+        Raises UnsupportedTypeError (what ``put(materializer=name)`` reports);
+        reading an artifact goes through ``for_artifact``, which says more.
+        """
+        found, missing = self._find(name)
         if found is not None:
             return found
-        if name in _LAZY_NAMES:
-            module, install = _LAZY_NAMES[name]
-            try:
-                importlib.import_module(module)
-            except ImportError as exc:
-                hint = f": pip install '{install}'" if install else ""
-                raise UnsupportedTypeError(f"the materializer {name!r} needs {exc.name}{hint}") from None
-            found = self._by_name.get(name)
-            if found is not None:
-                return found
+        if missing is not None:
+            install = _LAZY_NAMES[name][1]
+            hint = f": pip install '{install}'" if install else ""
+            raise UnsupportedTypeError(f"the materializer {name!r} needs {missing}{hint}")
         raise UnsupportedTypeError(f"the materializer {name!r} is not available in this process")
+
+    def _find(self, name: str) -> tuple[Materializer | None, str | None]:
+        """The materializer registered as ``name`` (importing a built-in optional one), or the module it lacks."""
+        found = self._by_name.get(name)
+        if found is None and name in _LAZY_NAMES:
+            try:
+                importlib.import_module(_LAZY_NAMES[name][0])
+            except ImportError as exc:
+                return None, exc.name or str(exc)
+            found = self._by_name.get(name)
+        return found, None
+
+    def for_artifact(self, name: str, version: str, metadata: dict[str, Any]) -> Materializer:
+        """The materializer to load an artifact written by ``name`` ``version``; LoadError if this process has none.
+
+        For a materializer that is not registered, the error names the module
+        the artifact records (what to import first): never imported here, so
+        a store's writer does not choose code for this process to run.
+        """
+        found, missing = self._find(name)
+        module, recorded = read_writer_record(metadata)
+        if found is None:
+            if missing is not None:
+                install = _LAZY_NAMES[name][1] or missing
+                installed = installed_versions(tuple(sorted({missing.partition(".")[0], *recorded})))
+                raise LoadError(
+                    f"the materializer {name} {version} needs {missing}, which is not installed; "
+                    f"{versions_text(recorded, installed)}; pip install '{install}'",
+                    materializer=name, materializer_version=version, recorded=recorded, installed=installed,
+                    module=missing,
+                )  # fmt: skip
+            installed = installed_versions(tuple(sorted(recorded)))
+            if module is not None:
+                todo = (f"import {module} (or whatever registers {name}) before loading; cas never imports "
+                        "a module because a store names it")  # fmt: skip
+            else:
+                todo = (f"import the module that registers {name} before loading (the artifact does not record "
+                        "which: it was written before cas recorded it)")  # fmt: skip
+            raise LoadError(
+                f"the materializer {name} {version} is not registered in this process"
+                f"{f' (it was written by the module {module})' if module else ''}; "
+                f"{versions_text(recorded, installed)}; {todo}",
+                materializer=name, materializer_version=version, recorded=recorded, installed=installed,
+                module=module,
+            )  # fmt: skip
+        if not found.can_load(version):
+            installed = installed_versions(tuple(sorted({*found.packages, *recorded})))
+            raise LoadError(
+                f"it was written by {name} version {version}, which this version ({found.version}, "
+                f"from {type(found).__module__}) can not read; {versions_text(recorded, installed)}; "
+                f"load it with a {name} that reads version {version}"
+                f"{f' (the module {module} that wrote it)' if module else ' (upgrade cas)'}",
+                materializer=name, materializer_version=version, recorded=recorded, installed=installed,
+                module=module,
+            )  # fmt: skip
+        return found
 
 
 registry = Registry()

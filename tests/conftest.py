@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import fsspec
@@ -25,6 +28,15 @@ def seaweed() -> Iterator[SeaweedFS]:
     with server.aws_environment():
         yield server
     server.remove()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test on S3 is ``slow``: it needs the SeaweedFS server (seconds to start) and each request is a round trip."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params.values() if callspec is not None else ()
+        if "seaweed" in getattr(item, "fixturenames", ()) or any(isinstance(p, str) and p == "s3" for p in params):
+            item.add_marker(pytest.mark.slow)
 
 
 def make_url(kind: str, tmp_path: Path) -> str:
@@ -64,6 +76,33 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def store(store_url: str) -> Iterator[cas.Store]:
     with cas.open(store_url) as s:
         yield s
+
+
+@contextmanager
+def fresh_store(kind: str, tmp_path: Path) -> Iterator[cas.Store]:
+    """An empty store of its own on one backend, removed on exit (an S3 store goes with the server's folder)."""
+    folder = tmp_path / uuid.uuid4().hex
+    url = make_url(kind, folder)
+    try:
+        with cas.open(url) as s:
+            yield s
+    finally:
+        _cleanup(url)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+StoreFactory = Callable[[], AbstractContextManager[cas.Store]]
+
+
+@pytest.fixture(params=BACKENDS)
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    """For hypothesis tests: ``with new_store() as store:`` gives each example an empty store of its own.
+
+    A store from a function-scoped fixture would be shared by every example of the test,
+    making each example depend on the ones hypothesis happened to run before it.
+    """
+    _needs_server(request)
+    return functools.partial(fresh_store, request.param, tmp_path)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -61,6 +61,7 @@ def _fsck_reports(url: str) -> bool:
     return not report.ok
 
 
+@pytest.mark.slow  # thousands of damaged copies, each read back and fsck'd: half a minute
 def test_every_flip_and_truncation_is_refused_or_harmless_and_fsck_reports_it(tmp_path: Path) -> None:
     url = str(tmp_path / "store")
     payloads, run_id = _fill(url)

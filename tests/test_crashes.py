@@ -27,6 +27,8 @@ from conftest import BUCKET
 
 import cas
 
+pytestmark = pytest.mark.slow  # hundreds of child processes, each killed mid-write
+
 KILLS = {"local": int(os.environ.get("CAS_CRASH_KILLS", "200")), "s3": int(os.environ.get("CAS_CRASH_KILLS_S3", "10"))}
 KILLS_PER_STORE = 15
 

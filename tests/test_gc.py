@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import StoreFactory
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -151,7 +152,7 @@ def test_fsck_finds_and_repairs_corruption(store: cas.Store) -> None:
 def test_du(store: cas.Store) -> None:
     data = os.urandom(2 << 20)
     store.put(data, "a")
-    store.put(data, "a")
+    store.put(data, "a", new_version=True)  # two versions of one artifact
     store.put(("x," * 200_000).encode(), "text")
     usage = store.du()
     assert usage.counts["artifact"] == 2 and usage.counts["pack"] >= 1
@@ -214,9 +215,10 @@ ops = st.lists(
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sequence=ops)
-def test_nothing_reachable_is_ever_collected(store_url: str, sequence: list[tuple[str, str, int]]) -> None:
+def test_nothing_reachable_is_ever_collected(new_store: StoreFactory, sequence: list[tuple[str, str, int]]) -> None:
     payloads = {i: os.urandom(1500 * (i + 1)) + bytes(range(256)) * (i * 3000) for i in range(6)}
-    with cas.open(store_url) as store:
+    expected: dict[tuple[str, int], bytes] = {}  # (name, number) -> what was put, for the versions still named
+    with new_store() as store:  # one store per example: each sequence starts from an empty store
 
         @store.step(name="transform")
         def transform(data: bytes, salt: int) -> bytes:
@@ -224,12 +226,14 @@ def test_nothing_reachable_is_ever_collected(store_url: str, sequence: list[tupl
 
         for op, name, n in sequence:
             if op == "put":
-                store.put(payloads[n], name)
+                expected[name, store.put(payloads[n], name).number] = payloads[n]
             elif op == "delete":
                 try:
                     store.delete(f"{name}@{n}")
                 except cas.RefNotFoundError:
-                    pass
+                    assert (name, n) not in expected
+                else:
+                    del expected[name, n]
             elif op == "step":
                 if store.exists(name):
                     transform(store.get(name), n)
@@ -238,17 +242,18 @@ def test_nothing_reachable_is_ever_collected(store_url: str, sequence: list[tupl
             else:
                 store.gc(grace=0)
         store.gc(grace=0)
-        with cas.open(store_url) as fresh:
-            for name in fresh.names():
-                for ref in fresh.versions(name):
-                    assert fresh.get(ref) is not None
+        with cas.open(store.url) as fresh:
+            kept = {(ref.name, ref.number): fresh.get(ref) for name in fresh.names() for ref in fresh.versions(name)}
+            assert kept == expected  # every version still named, each with its own bytes, and nothing else
+            inputs = set(payloads.values())
             for run in fresh.log():
                 if run.status == "completed":
                     assert (
                         fresh.cached_run(run.cache_key) is not None or fresh.run_index.cached(run.cache_key) != run.hash
                     )
                     for h in run.outputs.values():
-                        fresh.get(h.hex())
+                        output = fresh.get(h.hex())  # transform's: a payload reversed, then the salt
+                        assert output[:-1][::-1] in inputs and output[-1] < 4
             assert fresh.fsck().ok
 
 

@@ -48,6 +48,7 @@ def test_every_decoder_accepts_its_own_seed_kind() -> None:
         assert ok, seed[:40]
 
 
+@pytest.mark.slow  # libFuzzer: 100,000 runs in a child process
 @pytest.mark.skipif(sys.platform != "linux", reason="atheris wheels are for Linux")
 def test_atheris_finds_nothing(tmp_path: Path) -> None:
     pytest.importorskip("atheris")

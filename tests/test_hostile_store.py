@@ -141,6 +141,7 @@ def _main_thread(dump: str) -> str:
     return "\n".join(found.splitlines()[1:13])
 
 
+@pytest.mark.slow  # every case builds a store and attacks it in a child process: minutes in all
 @pytest.mark.parametrize("case", [c[0] for c in CASES])
 def test_hostile_store(case: str, outcomes: dict[str, dict[str, Any]]) -> None:
     outcome = outcomes[case]

@@ -90,6 +90,7 @@ print(put_peak, get_peak)
 """
 
 
+@pytest.mark.slow  # writes, stores and reads back 1 GiB
 def test_a_1gib_file_goes_in_and_out_in_bounded_memory(tmp_path: Path) -> None:
     src = tmp_path / "big.bin"
     block = os.urandom(1 << 20)

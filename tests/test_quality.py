@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -22,6 +24,7 @@ def test_mypy() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow  # the whole benchmark suite, quick as it is, takes a minute
 def test_benchmarks_quick_smoke(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     result = subprocess.run(

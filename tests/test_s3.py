@@ -17,6 +17,8 @@ import cas
 from benchmarks.seaweed import KEY, SECRET, SeaweedFS
 from cas.backends import FsspecBackend
 
+pytestmark = pytest.mark.slow  # real SeaweedFS servers, started and stopped
+
 
 def test_credentials_and_endpoint_from_the_environment(seaweed: SeaweedFS) -> None:
     # The session fixture put them in AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL.

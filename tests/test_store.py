@@ -5,6 +5,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import StoreFactory
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,10 +16,11 @@ from cas.objectstore import object_key
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=3 << 20))
-def test_put_get_is_identity_for_bytes(store: cas.Store, data: bytes) -> None:
-    ref = store.put(data)
-    assert store.get(ref) == data
-    assert type(store.get(ref.hash)) is bytes
+def test_put_get_is_identity_for_bytes(new_store: StoreFactory, data: bytes) -> None:
+    with new_store() as store:  # one store per example: no example sees another's objects
+        ref = store.put(data)
+        assert store.get(ref) == data
+        assert type(store.get(ref.hash)) is bytes
 
 
 @pytest.mark.parametrize("size", [0, 1, 4096, 4097, 1 << 20, (1 << 20) + 1, 5 << 20])

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import BACKENDS, _cleanup, _needs_server, make_url
-from test_runs import executed, run_example
+from pipeline_helpers import executed, run_example
 
 import cas
 from cas.backends import LocalBackend

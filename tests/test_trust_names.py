@@ -9,15 +9,15 @@ about refs, and every value here is a few bytes.
 
 from __future__ import annotations
 
+import functools
 import time
 import unicodedata
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import fsspec
 import pytest
 from click.testing import CliRunner
+from conftest import StoreFactory, fresh_store
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -292,36 +292,32 @@ _NAME_CHAR = st.one_of(
 
 
 @pytest.fixture(params=["local", "memory"])
-def quick_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[cas.Store]:
-    """A store without a server: hundreds of examples each."""
-    url = str(tmp_path / "store") if request.param == "local" else f"memory://cas-names-{uuid.uuid4().hex}"
-    with cas.open(url) as store:
-        yield store
-    if request.param == "memory":
-        fsspec.filesystem("memory").rm(url[len("memory://") :], recursive=True)
+def quick_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    """Stores without a server, one per example (``with quick_store() as store``): hundreds of examples each."""
+    return functools.partial(fresh_store, request.param, tmp_path)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.text(_NAME_CHAR, min_size=0, max_size=20), label=st.text(_NAME_CHAR, max_size=6))
-def test_any_name_round_trips_or_is_refused(quick_store: cas.Store, name: str, label: str) -> None:
-    local_store = quick_store
-    value = f"{name!r}/{label!r}".encode("ascii", "backslashreplace")
-    try:
-        ref = local_store.put(value, name)
-    except cas.InvalidNameError:
-        event("refused")
-    else:
-        event("accepted")
-        assert ref.name == name
-        assert local_store.get(name) == value and local_store.get(ref) == value
-        assert name in set(local_store.names())
+def test_any_name_round_trips_or_is_refused(quick_store: StoreFactory, name: str, label: str) -> None:
+    with quick_store() as local_store:  # a store per example: nothing left by the examples before
+        value = f"{name!r}/{label!r}".encode("ascii", "backslashreplace")
         try:
-            local_store.tag(f"{name}@{ref.number}", label)
+            ref = local_store.put(value, name)
         except cas.InvalidNameError:
-            pass
+            event("refused")
         else:
-            assert local_store.get(f"{name}@{label}") == value
-    try:
-        local_store.get(name + "@" + label if label else name)
-    except (cas.InvalidNameError, cas.RefNotFoundError, cas.AmbiguousRefError, cas.ObjectNotFoundError):
-        pass
+            event("accepted")
+            assert ref.name == name
+            assert local_store.get(name) == value and local_store.get(ref) == value
+            assert list(local_store.names()) == [name]  # the store is this example's alone
+            try:
+                local_store.tag(f"{name}@{ref.number}", label)
+            except cas.InvalidNameError:
+                pass
+            else:
+                assert local_store.get(f"{name}@{label}") == value
+        try:
+            local_store.get(name + "@" + label if label else name)
+        except (cas.InvalidNameError, cas.RefNotFoundError, cas.AmbiguousRefError, cas.ObjectNotFoundError):
+            pass

@@ -24,7 +24,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 import cas
-from cas.cli import main, printable, unsafe_file_name
+from cas.cli import main, printable
+from cas.destination import unsafe_file_name
 from cas.hashing import short, to_hex
 from cas.objects import Artifact, FileEntry, Tree, check_portable_path, check_portable_tree
 

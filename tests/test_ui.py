@@ -1,18 +1,27 @@
 """``cas ui``: every page through Flask's client, then a real headless Chromium clicking through it.
 
-The browser test takes the README's screenshots (docs/screenshots/). It
-needs Debian's ``chromium`` and ``chromium-driver`` packages, which
-``.ci/run`` installs; elsewhere it is skipped.
+The browser test needs selenium (the ``test`` extra) and Debian's
+``chromium`` and ``chromium-driver`` packages, which ``.ci/run`` installs;
+where any of them is missing it is skipped. It saves a screenshot of each
+page it visits in a temporary folder; to refresh the README's screenshots
+(docs/screenshots/) instead, run it with ``CAS_REFRESH_SCREENSHOTS=1``::
+
+    CAS_REFRESH_SCREENSHOTS=1 python -m pytest tests/test_ui.py -k browser
+
+(then a missing browser fails the test rather than skipping it).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import os
 import re
 import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,7 +32,8 @@ import cas
 from cas import demo
 from cas.ui.app import create_app
 
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+README_SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+REFRESH = os.environ.get("CAS_REFRESH_SCREENSHOTS") == "1"
 
 
 @pytest.fixture(scope="module")
@@ -93,19 +103,42 @@ def test_there_is_no_way_to_write(demo_store: cas.Store) -> None:
     assert app.test_client().post("/artifacts").status_code == 405
 
 
-def _browser() -> object:
-    webdriver = pytest.importorskip("selenium.webdriver")
+def _unavailable(reason: str) -> None:
+    if REFRESH:  # asked for new screenshots: saying nothing would leave the old ones in place
+        pytest.fail(f"cannot refresh the screenshots: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """A headless Chromium driven by selenium, or a skip if either is missing (checked before importing selenium)."""
+    if importlib.util.find_spec("selenium") is None:
+        _unavailable("selenium is not installed (pip install -e '.[test]')")
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver_path = shutil.which("chromedriver")
     if not chromium or not driver_path:
-        pytest.skip("chromium and chromium-driver are not installed (.ci/run installs them)")
+        _unavailable("chromium and chromium-driver are not installed (.ci/run installs them)")
+    from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900", "--disable-dev-shm-usage"):
         options.add_argument(arg)
-    return webdriver.Chrome(service=Service(driver_path), options=options)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where the screenshots go: a temporary folder, or the README's with CAS_REFRESH_SCREENSHOTS=1."""
+    if not REFRESH:
+        return tmp_path
+    README_SHOTS.mkdir(parents=True, exist_ok=True)
+    return README_SHOTS
 
 
 def _not_blank(png: bytes) -> bool:
@@ -124,58 +157,55 @@ def server(demo_store: cas.Store) -> Iterator[str]:
     httpd.shutdown()
 
 
-def test_a_browser_goes_artifact_run_lineage_input(server: str, demo_store: cas.Store) -> None:
-    from selenium.webdriver.common.by import By
+@pytest.mark.slow  # starts a Chromium
+def test_a_browser_goes_artifact_run_lineage_input(
+    browser: Any, shots: Path, server: str, demo_store: cas.Store
+) -> None:
+    from selenium.webdriver.common.by import By  # after the browser fixture: it skips when selenium is missing
 
-    browser = _browser()
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    try:
+    def shot(name: str) -> None:
+        png = browser.get_screenshot_as_png()
+        assert _not_blank(png), f"the {name} page rendered blank"
+        (shots / f"{name}.png").write_bytes(png)
 
-        def shot(name: str) -> None:
-            png = browser.get_screenshot_as_png()  # type: ignore[attr-defined]
-            assert _not_blank(png), f"the {name} page rendered blank"
-            (SHOTS / f"{name}.png").write_bytes(png)
-
-        find, finds = browser.find_element, browser.find_elements  # type: ignore[attr-defined]
-        browser.get(server + "/artifacts")  # type: ignore[attr-defined]
-        assert "demo/model" in find(By.ID, "artifacts").text
-        shot("artifacts")
-        find(By.LINK_TEXT, "demo/model@3").click()
-        assert "cas.numpy" in find(By.ID, "facts").text or "cas.value" in find(By.ID, "facts").text
-        find(By.ID, "producer").click()  # the run that trained it
-        assert "train" in find(By.TAG_NAME, "h1").text
-        shot("run")
-        find(By.ID, "run-lineage").click()
-        nodes = finds(By.CSS_SELECTOR, "#graph a.node")
-        assert len(nodes) >= 5 and finds(By.CSS_SELECTOR, "#graph a.node.run")
-        shot("lineage")
-        inputs = [n for n in finds(By.CSS_SELECTOR, "#graph a.node.artifact") if "root" not in n.get_attribute("class")]
-        target = inputs[0].get_attribute("data-id")
-        browser.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", inputs[0])  # type: ignore[attr-defined]
-        assert target in find(By.TAG_NAME, "h1").text or target in browser.current_url  # type: ignore[attr-defined]
-        # Visualizations: an image, a histogram, tables in sandboxed frames.
-        image = demo_store.resolve("samples/image").hash
-        browser.get(f"{server}/artifact/{image}")  # type: ignore[attr-defined]
-        pictures = finds(By.CSS_SELECTOR, "figure.view img")
-        assert pictures and all(browser.execute_script("return arguments[0].naturalWidth", p) > 0 for p in pictures)  # type: ignore[attr-defined]
-        shot("artifact")
-        browser.get(f"{server}/artifact/{demo_store.resolve('samples/table').hash}")  # type: ignore[attr-defined]
-        frames = finds(By.CSS_SELECTOR, "figure.view iframe")
-        assert len(frames) >= 2 and all(f.get_attribute("sandbox") == "" for f in frames)
-        browser.switch_to.frame(frames[0])  # type: ignore[attr-defined]
-        assert "Oslo" in browser.page_source or "city" in browser.page_source  # type: ignore[attr-defined]
-        browser.switch_to.default_content()  # type: ignore[attr-defined]
-        shot("table")
-        browser.get(f"{server}/artifact/{demo_store.resolve('samples/noise').hash}")  # type: ignore[attr-defined]
-        assert any("histogram" in f.text for f in finds(By.CSS_SELECTOR, "figure.view"))
-        browser.get(server + "/runs")  # type: ignore[attr-defined]
-        assert "cache hit" in find(By.ID, "runs").text
-        shot("runs")
-        browser.get(server + "/store?fsck=1")  # type: ignore[attr-defined]
-        assert ": ok" in find(By.ID, "fsck").text
-        shot("store")
-    finally:
-        browser.quit()  # type: ignore[attr-defined]
+    find, finds = browser.find_element, browser.find_elements
+    browser.get(server + "/artifacts")
+    assert "demo/model" in find(By.ID, "artifacts").text
+    shot("artifacts")
+    find(By.LINK_TEXT, "demo/model@2").click()  # lr 0.5, then 0.1: the cached run makes no version
+    assert "cas.numpy" in find(By.ID, "facts").text or "cas.value" in find(By.ID, "facts").text
+    find(By.ID, "producer").click()  # the run that trained it
+    assert "train" in find(By.TAG_NAME, "h1").text
+    shot("run")
+    find(By.ID, "run-lineage").click()
+    nodes = finds(By.CSS_SELECTOR, "#graph a.node")
+    assert len(nodes) >= 5 and finds(By.CSS_SELECTOR, "#graph a.node.run")
+    shot("lineage")
+    inputs = [n for n in finds(By.CSS_SELECTOR, "#graph a.node.artifact") if "root" not in n.get_attribute("class")]
+    target = inputs[0].get_attribute("data-id")
+    browser.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", inputs[0])
+    assert target in find(By.TAG_NAME, "h1").text or target in browser.current_url
+    # Visualizations: an image, a histogram, tables in sandboxed frames.
+    image = demo_store.resolve("samples/image").hash
+    browser.get(f"{server}/artifact/{image}")
+    pictures = finds(By.CSS_SELECTOR, "figure.view img")
+    assert pictures and all(browser.execute_script("return arguments[0].naturalWidth", p) > 0 for p in pictures)
+    shot("artifact")
+    browser.get(f"{server}/artifact/{demo_store.resolve('samples/table').hash}")
+    frames = finds(By.CSS_SELECTOR, "figure.view iframe")
+    assert len(frames) >= 2 and all(f.get_attribute("sandbox") == "" for f in frames)
+    browser.switch_to.frame(frames[0])
+    assert "Oslo" in browser.page_source or "city" in browser.page_source
+    browser.switch_to.default_content()
+    shot("table")
+    browser.get(f"{server}/artifact/{demo_store.resolve('samples/noise').hash}")
+    assert any("histogram" in f.text for f in finds(By.CSS_SELECTOR, "figure.view"))
+    browser.get(server + "/runs")
+    assert "cache hit" in find(By.ID, "runs").text
+    shot("runs")
+    browser.get(server + "/store?fsck=1")
+    assert ": ok" in find(By.ID, "fsck").text
+    shot("store")
 
 
 def test_cas_ui_serves_on_localhost(demo_store: cas.Store) -> None:
