@@ -6,8 +6,11 @@ ref = store.put(b"...", "dataset") # dataset@1
 data = store.get("dataset")
 """
 
+import importlib.metadata
+
 from cas.errors import (
     AmbiguousRefError,
+    ArgumentTypeError,
     BackendError,
     CasError,
     CorruptObjectError,
@@ -16,6 +19,7 @@ from cas.errors import (
     ExpansionLimitError,
     IncompatibleArtifactError,
     IntegrityError,
+    InvalidArgumentError,
     InvalidConfigError,
     InvalidMetadataError,
     InvalidNameError,
@@ -28,25 +32,46 @@ from cas.errors import (
     RefConflictError,
     RefExistsError,
     RefNotFoundError,
+    RemoteNotFoundError,
     SourceNotFoundError,
     SpecialFileError,
+    StepOutputError,
+    StoreExistsError,
     StoreNotFoundError,
     UnsafeDestinationError,
+    UnsupportedFormatError,
     UnsupportedTypeError,
     UntrustedPickleError,
+    WrongObjectKindError,
 )
-from cas.history import VersionLog
+from cas.fsck import FsckReport
+from cas.gc import GcReport
+from cas.history import LogEntries, VersionLog
+from cas.lineage import Edge as LineageEdge
 from cas.lineage import LineageGraph
-from cas.remotes import Remote
-from cas.remoting import clone
+from cas.lineage import Node as LineageNode
+from cas.progress import ProgressCallback, ProgressEvent
+from cas.remotes import Remote, RemoteList
 from cas.runs import Run
 from cas.steps import Step, pipeline, step
-from cas.store import ArtifactInfo, FileInfo, Ref, Store, open
-from cas.sync import RefConflict, TransferReport
+from cas.store import ArtifactInfo, FileInfo, Ref, Store, clone, open
+from cas.sync import RefConflict, Skipped, TransferReport
+from cas.trees import TreeReader
+from cas.usage import Usage
 from materializers.base import Materializer
 from materializers.registry import registry as _registry
+from materializers.visuals import Visualization
 
-__version__ = "0.1.0"
+
+def _installed_version() -> str:
+    """The version pip installed (pyproject.toml's); ``0+unknown`` in a checkout that was never installed."""
+    try:
+        return importlib.metadata.version("cas-store")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+__version__ = _installed_version()
 
 
 def register_materializer(cls: type[Materializer]) -> type[Materializer]:
@@ -56,6 +81,7 @@ def register_materializer(cls: type[Materializer]) -> type[Materializer]:
 
 __all__ = [
     "AmbiguousRefError",
+    "ArgumentTypeError",
     "ArtifactInfo",
     "BackendError",
     "CasError",
@@ -64,36 +90,54 @@ __all__ = [
     "DestinationExistsError",
     "ExpansionLimitError",
     "FileInfo",
+    "FsckReport",
+    "GcReport",
     "IncompatibleArtifactError",
     "IntegrityError",
+    "InvalidArgumentError",
     "InvalidConfigError",
     "InvalidMetadataError",
     "InvalidNameError",
     "InvalidRunError",
+    "LineageEdge",
     "LineageGraph",
+    "LineageNode",
     "LoadError",
+    "LogEntries",
     "Materializer",
     "NonPortablePathError",
     "ObjectNotFoundError",
     "PathRequiredError",
+    "ProgressCallback",
+    "ProgressEvent",
     "ReadOnlyStoreError",
     "Ref",
     "RefConflict",
     "RefConflictError",
     "RefExistsError",
-    "Remote",
     "RefNotFoundError",
+    "Remote",
+    "RemoteList",
+    "RemoteNotFoundError",
     "Run",
+    "Skipped",
     "SourceNotFoundError",
     "SpecialFileError",
     "Step",
+    "StepOutputError",
     "Store",
+    "StoreExistsError",
     "StoreNotFoundError",
     "TransferReport",
+    "TreeReader",
     "UnsafeDestinationError",
+    "UnsupportedFormatError",
     "UnsupportedTypeError",
     "UntrustedPickleError",
+    "Usage",
     "VersionLog",
+    "Visualization",
+    "WrongObjectKindError",
     "__version__",
     "clone",
     "open",

@@ -9,17 +9,22 @@ import re
 import stat
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 import cas
 from cas.destination import unsafe_file_name
 from cas.hashing import short
+from cas.progress import ProgressCallback, ProgressEvent
+from cas.store import _discover
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -71,6 +76,27 @@ class _Context:
             return Console(stderr=True).status(message)
         return contextlib.nullcontext()
 
+    @contextlib.contextmanager
+    def progress(self, *, enabled: bool = True) -> Iterator[ProgressCallback | None]:
+        """A progress callback drawing one rich bar per phase on stderr when it is a terminal; else None."""
+        err = Console(stderr=True)
+        if not enabled or not err.is_terminal:
+            yield None
+            return
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, console=err) as bars:
+            tasks: dict[str, TaskID] = {}
+
+            def show(event: ProgressEvent) -> None:
+                if event.phase not in tasks:
+                    label = escape(printable(event.phase, one_line=True))
+                    tasks[event.phase] = bars.add_task(label, total=event.total)
+                bars.update(tasks[event.phase], completed=event.done, total=event.total)
+                if event.finished:
+                    del tasks[event.phase]
+
+            yield show
+
     def say(self, text: str = "") -> None:
         self.out.print(printable(text), markup=False)
 
@@ -91,8 +117,6 @@ class _Context:
 
 
 def _discovered(create: bool) -> cas.Store:
-    from cas.store import _discover
-
     found = _discover()
     if found is None and not create:
         raise cas.StoreNotFoundError("no cas store here or in any parent folder: run 'cas init' or pass --store")
@@ -334,7 +358,8 @@ def rm(state: _Context, refs: tuple[str, ...]) -> None:
 @pass_state
 def gc(state: _Context, dry_run: bool, grace: float | None, as_json: bool) -> None:
     """Remove what no ref and no logged run reaches (after the grace period)."""
-    report = state.store().gc(dry_run=dry_run, grace=grace, progress=None if not as_json else False)
+    with state.progress(enabled=not as_json) as progress:
+        report = state.store().gc(dry_run=dry_run, grace=grace, progress=progress)
     if as_json:
         _dump({"dry_run": report.dry_run, "grace": report.grace, "removed": dict(report.removed),
                "bytes": dict(report.freed), "repacked": report.repacked, "kept_young": report.kept_young})  # fmt: skip
@@ -348,7 +373,8 @@ def gc(state: _Context, dry_run: bool, grace: float | None, as_json: bool) -> No
 @pass_state
 def fsck(state: _Context, repair: bool, as_json: bool) -> None:
     """Verify every stored byte and every reference; exit 1 on problems."""
-    report = state.store().fsck(repair=repair, progress=None if not as_json else False)
+    with state.progress(enabled=not as_json) as progress:
+        report = state.store().fsck(repair=repair, progress=progress)
     if as_json:
         _dump({"ok": report.ok, "checked": dict(report.checked), "bytes": report.bytes_checked,
                "corrupt": report.corrupt, "missing": report.missing, "dangling": report.dangling,
@@ -364,7 +390,8 @@ def fsck(state: _Context, repair: bool, as_json: bool) -> None:
 @pass_state
 def du(state: _Context, as_json: bool) -> None:
     """Counts and sizes by kind; logical vs stored bytes; the largest names."""
-    usage = state.store().du(progress=None if not as_json else False)
+    with state.progress(enabled=not as_json) as progress:
+        usage = state.store().du(progress=progress)
     if as_json:
         _dump({"counts": dict(usage.counts), "sizes": dict(usage.sizes), "logical_bytes": usage.logical_bytes,
                "unique_bytes": usage.unique_bytes, "stored_bytes": usage.stored_bytes,
@@ -468,7 +495,8 @@ def _transfer_command(action: str, help_text: str) -> None:
         remote_name, refs = _transfer_args(state, args)
         store = state.store()
         move = store.push if action == "push" else store.pull
-        report = move(remote_name, refs, on_conflict=on_conflict, progress=None if not as_json else False)
+        with state.progress(enabled=not as_json) as progress:
+            report = move(remote_name, refs, on_conflict=on_conflict, progress=progress)
         _transfer_report(state, report, as_json)
 
 
@@ -497,7 +525,9 @@ def clone(state: _Context, url: str, path: Path | None, trust_cache: bool) -> No
     """Make a new store at PATH (default ./.cas) holding everything the store at URL holds."""
     reports: list[cas.TransferReport] = []
     target = path if path is not None else Path(".cas")
-    with cas.clone(url, target, trust_cache=trust_cache, on_report=reports.append) as store:
+    with state.progress() as progress:
+        cloned = cas.clone(url, target, trust_cache=trust_cache, on_report=reports.append, progress=progress)
+    with cloned as store:
         state.say(f"cloned {url} into {store.url}: {sum(1 for _ in store.names())} names, {len(store.log())} runs")
     skipped = [s for r in reports for s in r.skipped]
     for s in skipped:
@@ -535,15 +565,6 @@ def visualize(state: _Context, ref: str) -> None:
     found = state.store().visualizations(ref, save=True)
     for v in found:
         state.say(f"{v.name:12} {v.media_type:16} {len(v.data):>9,} bytes")
-
-
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.pass_context
-def bench(ctx: click.Context) -> None:
-    """Run the benchmarks (same as python -m benchmarks; try --quick, --only NAME, --size MIB)."""
-    from benchmarks.__main__ import main as bench_main
-
-    sys.exit(bench_main(list(ctx.args)))
 
 
 @main.command()

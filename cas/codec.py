@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import zstandard
 
-from cas.errors import CorruptObjectError, IntegrityError
+from cas.errors import CorruptObjectError, IntegrityError, UnsupportedFormatError
 from cas.hashing import digest, short
 
 MAGIC = b"\x89CAS"
@@ -77,6 +77,9 @@ def parse_header(data: bytes | bytearray | memoryview, *, key: str = "object") -
     magic, version, codec, reserved, raw_size = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise CorruptObjectError(f"{key}: bad magic {bytes(magic)!r}", key=key)
+    if version > FORMAT_VERSION:
+        why = f"unknown format version {version}, newer than this cas: upgrade cas"
+        raise UnsupportedFormatError(f"{key}: {why}", key=key)
     if version != FORMAT_VERSION:
         raise CorruptObjectError(f"{key}: unknown format version {version}", key=key)
     if codec not in (CODEC_RAW, CODEC_ZSTD):

@@ -20,12 +20,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from cas import keys
 from cas.backends.base import Backend
 from cas.chunking import ChunkParams
 from cas.codec import FORMAT_VERSION
-from cas.errors import CorruptObjectError, InvalidConfigError, StoreNotFoundError
+from cas.errors import CorruptObjectError, InvalidConfigError, StoreNotFoundError, UnsupportedFormatError
 
-CONFIG_KEY = "config"
+CONFIG_KEY = keys.CONFIG_KEY
 #: A config is a few hundred bytes; anything much larger is not one.
 MAX_CONFIG_SIZE = 64 << 10
 #: zstd's levels this cas accepts (negative levels are zstd's fast modes).
@@ -78,7 +79,7 @@ class StoreConfig:
             raise InvalidConfigError("config", "store config is not a JSON object")
         fmt = _integer(value, "format", None)
         if fmt > FORMAT_VERSION:
-            raise CorruptObjectError(
+            raise UnsupportedFormatError(
                 f"store format {fmt} is newer than this cas understands ({FORMAT_VERSION}): upgrade cas"
             )
         if fmt < 1:

@@ -1,40 +1,77 @@
-"""The exceptions raised by cas.
+"""The exceptions raised by cas: one class per meaning, all under :class:`CasError`.
 
-Every error derives from :class:`CasError`; where a built-in exception has the
-same meaning, the error inherits it too, so ``except KeyError`` keeps working::
+Where a built-in exception has the same meaning, the error inherits it too, so
+``except KeyError`` keeps working. A class marked *compat* also derives from
+the class cas raised for that case before it had its own meaning, so
+``except`` clauses written against the old class keep working for one more
+release; catch the new class (or its built-in parent) instead::
 
     CasError
     ├── IntegrityError                  stored bytes do not match their hash
     │   └── CorruptObjectError (+ValueError)  bytes that do not decode at all
     │       ├── SpecialFileError         a folder store's key is a FIFO, device, socket, folder or link
     │       ├── InvalidConfigError       a store config value out of range (names the field)
-    │       └── DeclaredSizeError        declared sizes out of proportion to the stored bytes
+    │       ├── DeclaredSizeError        declared sizes out of proportion to the stored bytes
+    │       └── UnsupportedFormatError   a store, header or schema version newer than this cas (compat)
     ├── ExpansionLimitError             a tree re-uses its chunks beyond the reader's limit
     ├── ObjectNotFoundError (+KeyError)  no object with that hash
-    │   └── RefNotFoundError             no artifact under that name/version
+    │   ├── RefNotFoundError             no artifact under that name/version
+    │   │   └── RemoteNotFoundError      no remote of that name, or none at all (compat)
+    │   └── WrongObjectKindError         the object exists but is another kind (a tree, not an artifact) (compat)
     ├── AmbiguousRefError (+ValueError)  a hash prefix matching several objects, or also a name
-    ├── InvalidNameError (+ValueError)   a name, version, tag or path breaking a rule
-    │   ├── NonPortablePathError         a tree path unsafe on some file system (.git, CON, a:b, x., A/a)
-    │   └── UnsafeDestinationError       a restore would go through a link or outside its target
+    ├── InvalidArgumentError (+ValueError)  an argument out of its domain (a negative grace, an unknown option)
+    │   ├── ArgumentTypeError (+TypeError)  an argument of a type the call does not take
+    │   ├── InvalidNameError             a name, version, tag, hash or path breaking a rule
+    │   │   ├── NonPortablePathError     a tree path unsafe on some file system (.git, CON, a:b, x., A/a)
+    │   │   └── UnsafeDestinationError   a restore would go through a link or outside its target
+    │   ├── InvalidMetadataError         metadata that is not plain data
+    │   └── InvalidRunError              record_run arguments that make no valid run (times, hashes, fields)
     ├── DestinationExistsError (+FileExistsError)  a restore target exists (wrong kind, or no --force)
     ├── RefExistsError (+FileExistsError)  an immutable version already taken
-    │   └── RefConflictError             push/pull: a version that differs on the other side
+    │   ├── RefConflictError             push/pull: a version that differs on the other side
+    │   └── StoreExistsError             clone: the destination already holds a store (compat)
     ├── StoreNotFoundError (+FileNotFoundError)
     ├── SourceNotFoundError (+FileNotFoundError)  a file or folder to put is missing
-    ├── InvalidMetadataError (+ValueError)  metadata that is not plain data
     ├── UnsupportedTypeError (+TypeError)  no materializer for a Python type
+    ├── StepOutputError (+TypeError)    a step returned values that do not match its declared outputs
     ├── UntrustedPickleError             loading a pickle needs trust_pickle=True
     ├── IncompatibleArtifactError        written by a materializer or Python this one can not read
     │   └── LoadError                    verified bytes this process cannot turn back into an object
     ├── PathRequiredError (+TypeError)   a file tree artifact needs ``path=``
-    ├── InvalidRunError (+ValueError)    record_run arguments that make no valid run (times, hashes)
     ├── ReadOnlyStoreError (+PermissionError)  a write through a read-only view (``cas ui``)
     └── BackendError (+OSError)          the storage backend failed
+
+The compat parents, and why each is kept:
+
+- ``UnsupportedFormatError`` under ``CorruptObjectError``: cas raised
+  CorruptObjectError for a newer store or object before, and the readers that
+  fall back on another copy, skip a damaged entry or let fsck report it catch
+  CorruptObjectError; as a subclass a newer object keeps being handled the
+  same way everywhere (never trusted, never decoded).
+- ``RemoteNotFoundError`` under ``RefNotFoundError``: push, pull and clone
+  raise RefNotFoundError for a missing name too, so code around them that
+  catches RefNotFoundError (or KeyError) keeps catching a missing remote.
+- ``WrongObjectKindError`` under ``ObjectNotFoundError``: ``get``, ``info``,
+  ``reader`` and ``run`` raised ObjectNotFoundError (a KeyError) for a hash of
+  the wrong kind; for the artifact asked for, there is indeed none.
+  (``lineage`` of such a hash drew a "missing" node; it now raises it too.)
+- ``StoreExistsError`` under ``RefExistsError``: ``clone`` raised
+  RefExistsError (a FileExistsError) when the destination holds a store.
+
+``InvalidArgumentError`` can not keep a compat parent: it is the base of
+``InvalidNameError``, which bad options, flags and argument combinations
+raised before; ``except ValueError`` catches both, old and new.
+``InvalidMetadataError`` and ``InvalidRunError`` moved under it and stay
+ValueErrors. ``ArgumentTypeError`` is what escaped before as a bare
+TypeError or AttributeError (a number for a path, ``None`` for a ref); it is
+a TypeError too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from cas.keys import CONFIG_KEY
 
 
 class CasError(Exception):
@@ -57,7 +94,7 @@ class InvalidConfigError(CorruptObjectError):
     """A store's config holds a value out of range (a negative gc grace, an unknown compression level...)."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(message, key="config")
+        super().__init__(message, key=CONFIG_KEY)
         self.field = field
 
 
@@ -65,6 +102,14 @@ class DeclaredSizeError(CorruptObjectError):
     """Stored data declares sizes out of proportion to the bytes actually stored (a memory bomb).
 
     Raised before anything is allocated; the message names the limit and how to change it.
+    """
+
+
+class UnsupportedFormatError(CorruptObjectError):
+    """A store config, object header or object schema version newer than this cas understands: upgrade cas.
+
+    Not damage, but never read either. Derives from CorruptObjectError, which
+    was raised before, so every reader treats it as it did.
     """
 
 
@@ -98,12 +143,45 @@ class RefNotFoundError(ObjectNotFoundError):
     """A name, version or tag that does not exist."""
 
 
+class RemoteNotFoundError(RefNotFoundError):
+    """No remote of the given name, or a store with no remote (or several) when none is named.
+
+    Derives from RefNotFoundError, which was raised before, for one release.
+    """
+
+
+class WrongObjectKindError(ObjectNotFoundError):
+    """A hash that names an object of another kind than the call needs (a tree given for an artifact).
+
+    Derives from ObjectNotFoundError, which was raised before, for one release.
+    """
+
+
 class AmbiguousRefError(CasError, ValueError):
     """A hash prefix that matches more than one object, or that is also a name in the store."""
 
 
-class InvalidNameError(CasError, ValueError):
-    """A name, version label, tag or tree path that breaks a naming rule."""
+class InvalidArgumentError(CasError, ValueError):
+    """An argument outside what the call accepts: a negative grace, an unknown option value, a bad size."""
+
+
+class ArgumentTypeError(InvalidArgumentError, TypeError):
+    """An argument of a type the call does not take (a number for a path, a list for a name...)."""
+
+
+def check_argument_type(value: object, types: type | tuple[type, ...], what: str) -> None:
+    """Raise ArgumentTypeError unless ``value`` is one of ``types`` (``what`` names the argument)."""
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in _flat(types)):
+        names = " or ".join(t.__name__ for t in _flat(types))
+        raise ArgumentTypeError(f"{what} must be {names}, not {type(value).__name__}")
+
+
+def _flat(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+class InvalidNameError(InvalidArgumentError):
+    """A name, version label, tag, hash or tree path that breaks a naming rule."""
 
 
 class NonPortablePathError(InvalidNameError):
@@ -135,6 +213,13 @@ class RefConflictError(RefExistsError):
         self.conflicts = list(conflicts)
 
 
+class StoreExistsError(RefExistsError):
+    """A clone destination that already holds a store.
+
+    Derives from RefExistsError (a FileExistsError), which was raised before, for one release.
+    """
+
+
 class StoreNotFoundError(CasError, FileNotFoundError):
     """No store exists at the given location."""
 
@@ -143,12 +228,16 @@ class SourceNotFoundError(CasError, FileNotFoundError):
     """A file or folder given to ``put`` does not exist."""
 
 
-class InvalidMetadataError(CasError, ValueError):
+class InvalidMetadataError(InvalidArgumentError):
     """Metadata must be a dict of str keys and plain values (None, bool, int, float, str, bytes, lists, dicts)."""
 
 
 class UnsupportedTypeError(CasError, TypeError):
     """No materializer handles the given Python type."""
+
+
+class StepOutputError(CasError, TypeError):
+    """A step returned values that do not match the outputs it declares."""
 
 
 class UntrustedPickleError(CasError):
@@ -205,8 +294,8 @@ class PathRequiredError(CasError, TypeError):
     """Restoring a file or directory artifact needs a destination ``path``."""
 
 
-class InvalidRunError(CasError, ValueError):
-    """``record_run`` arguments that make no valid run: a time that is not finite or outside 1970..3000, a bad hash."""
+class InvalidRunError(InvalidArgumentError):
+    """``record_run`` arguments that make no valid run: a time not finite or outside 1970..3000, a bad hash, fields not plain data."""
 
 
 class ReadOnlyStoreError(CasError, PermissionError):

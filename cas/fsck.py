@@ -9,17 +9,29 @@ from typing import TYPE_CHECKING
 
 import blake3
 
-from cas import codec, visualize
-from cas.errors import CasError, CorruptObjectError, ExpansionLimitError
-from cas.gc import Marks, key_hash, mark, rewrite_pack
+from cas import codec, visualrecords
+from cas.errors import CasError, CorruptObjectError, ExpansionLimitError, IntegrityError, ObjectNotFoundError
+from cas.gc import Marks, mark, rewrite_pack
 from cas.hashing import short
+from cas.keys import (
+    CACHE_FOLDER,
+    CHUNKMAPS_FOLDER,
+    INDEX_FOLDER,
+    OBJECTS_FOLDER,
+    VISUALIZATIONS_FOLDER,
+    chunkmap_key,
+    index_key,
+    pack_key,
+    parse_index_key,
+    parse_object_key,
+)
 from cas.objects import ChunkMap, FileEntry, PackEntry, PackIndex, Tree, kind_of
-from cas.objectstore import PACK_TRAILER_MAGIC, chunkmap_key, index_key, pack_key, verify_packed
-from cas.progress import Progress
+from cas.objectstore import verify_packed
+from cas.progress import Phase, ProgressCallback
 from cas.trees import check_expansion
 
 if TYPE_CHECKING:
-    from cas.store import Store
+    from cas.repository import Repository
 
 
 @dataclass
@@ -53,9 +65,9 @@ class FsckReport:
         return "\n".join(lines)
 
 
-def _check_loose(store: Store, key: str) -> tuple[str, str | None, int]:
+def _check_loose(store: Repository, key: str) -> tuple[str, str | None, int]:
     """(kind, problem, size) of one loose object."""
-    h = key_hash(key)
+    h = parse_object_key(key)
     try:
         data = store.backend.read(key)
     except FileNotFoundError:
@@ -75,7 +87,7 @@ def _check_loose(store: Store, key: str) -> tuple[str, str | None, int]:
 _WINDOW = 8 << 20
 
 
-def _check_pack(store: Store, pack_id: bytes) -> tuple[list[PackEntry], list[PackEntry], list[str], int]:
+def _check_pack(store: Repository, pack_id: bytes) -> tuple[list[PackEntry], list[PackEntry], list[str], int]:
     """(good entries, bad entries, problems, bytes) of one pack, read in order in windows and verified."""
     key = pack_key(pack_id)
     try:
@@ -86,9 +98,11 @@ def _check_pack(store: Store, pack_id: bytes) -> tuple[list[PackEntry], list[Pac
     except CasError as exc:
         return [], [], [f"pack {short(pack_id)}: its index can not be read ({exc})"], 0
     problems = []
-    index_bytes = index.to_bytes()
-    tail = store.backend.read_range(key, max(0, size - 12 - len(index_bytes)), 12 + len(index_bytes))
-    if tail != index_bytes + len(index_bytes).to_bytes(4, "little") + PACK_TRAILER_MAGIC:
+    try:
+        trailer: PackIndex | None = store.objects.read_pack_trailer(pack_id)
+    except (IntegrityError, ObjectNotFoundError):
+        trailer = None
+    if trailer is None or trailer.to_bytes() != index.to_bytes():
         problems.append(f"pack {short(pack_id)}: its trailer does not match its index")
     good, bad = [], []
     entries = list(index.entries)
@@ -116,7 +130,7 @@ def _run_hash(raw: bytes, key: str) -> bytes:
     return raw
 
 
-def _check_side_files(store: Store, report: FsckReport, *, repair: bool) -> None:
+def _check_side_files(store: Repository, report: FsckReport, *, repair: bool) -> None:
     """Index copies, chunk maps, cache entries and ref files: each verified against its checksum.
 
     Readers survive damage to the first three (the pack trailer, a re-cut and a
@@ -125,9 +139,11 @@ def _check_side_files(store: Store, report: FsckReport, *, repair: bool) -> None
     removed: it is reported for a person to decide.
     """
     backend = store.backend
-    for key in list(backend.list("index/")):
+    for key in list(backend.list(INDEX_FOLDER)):
+        pack_id = parse_index_key(key)
         try:
-            pack_id = bytes.fromhex(key[len("index/") :])
+            if pack_id is None:
+                raise CorruptObjectError("not a pack id", key=key)
             raw = codec.decode(backend.read(key), key=key)
             codec.verify(raw, pack_id, key=key)
             PackIndex.from_bytes(raw, key=key)
@@ -135,19 +151,23 @@ def _check_side_files(store: Store, report: FsckReport, *, repair: bool) -> None
             continue
         except (CasError, ValueError) as exc:
             report.corrupt.append(f"{key}: {exc}")
-            if repair and len(key) == len("index/") + 64:
+            if repair and pack_id is not None:
                 try:
-                    index = store.objects._index_from_pack(bytes.fromhex(key[len("index/") :]))
+                    index = store.objects.read_pack_trailer(pack_id)
                 except CasError:
                     continue  # the pack is unreadable too: reported with the packs
-                store.objects.write_pack_index(bytes.fromhex(key[len("index/") :]), index.to_bytes())
+                store.objects.write_pack_index(pack_id, index.to_bytes())
                 report.repaired.append(f"rewrote {key} from its pack's trailer")
         else:
             report.checked["index"] += 1
     sealed: list[tuple[str, str, Callable[[bytes, str], object]]] = [
-        ("chunkmaps/", "chunkmap", lambda raw, key: ChunkMap.from_bytes(raw, key=key)),
-        ("cache/", "cache entry", _run_hash),
-        (visualize.FOLDER, "visualizations", lambda raw, key: visualize.VisualizationRecord.from_bytes(raw, key=key)),
+        (CHUNKMAPS_FOLDER, "chunkmap", lambda raw, key: ChunkMap.from_bytes(raw, key=key)),
+        (CACHE_FOLDER, "cache entry", _run_hash),
+        (
+            VISUALIZATIONS_FOLDER,
+            "visualizations",
+            lambda raw, key: visualrecords.VisualizationRecord.from_bytes(raw, key=key),
+        ),
     ]
     for folder, kind, validate in sealed:
         for key in list(backend.list(folder)):
@@ -172,7 +192,7 @@ def _check_side_files(store: Store, report: FsckReport, *, repair: bool) -> None
 FileChunks = tuple[bytes, int, tuple[tuple[bytes, int], ...]]  # whole-file hash, size, chunks
 
 
-def _chunks_hash(store: Store, chunks: tuple[tuple[bytes, int], ...]) -> bytes | None:
+def _chunks_hash(store: Repository, chunks: tuple[tuple[bytes, int], ...]) -> bytes | None:
     """The BLAKE3 of the chunks' concatenation, read one chunk at a time; None if one can not be read."""
     hasher = blake3.blake3()
     try:
@@ -183,7 +203,7 @@ def _chunks_hash(store: Store, chunks: tuple[tuple[bytes, int], ...]) -> bytes |
     return hasher.digest()
 
 
-def _sizes_checked(store: Store, tree: Tree, what: str, report: FsckReport) -> bool:
+def _sizes_checked(store: Repository, tree: Tree, what: str, report: FsckReport) -> bool:
     """Whether the chunk sizes ``tree`` declares are what is stored and within the reader's limit (else reported).
 
     The same check a read makes before it allocates: so fsck never hashes more
@@ -200,7 +220,9 @@ def _sizes_checked(store: Store, tree: Tree, what: str, report: FsckReport) -> b
     return True
 
 
-def _check_whole_files(store: Store, marks: Marks, report: FsckReport, *, repair: bool, progress: bool | None) -> None:
+def _check_whole_files(
+    store: Repository, marks: Marks, report: FsckReport, *, repair: bool, progress: ProgressCallback | None
+) -> None:
     """Each chunked file's whole-file hash must be the hash of its chunks' concatenation; so must each chunk map's.
 
     A re-put trusts neither (it checks a chunk map against its own bytes), but a
@@ -222,7 +244,7 @@ def _check_whole_files(store: Store, marks: Marks, report: FsckReport, *, repair
                     f"{entry.path!r} of tree {short(d)}"
                 )
     maps: dict[FileChunks, str] = {}
-    for key in list(store.backend.list("chunkmaps/")):
+    for key in list(store.backend.list(CHUNKMAPS_FOLDER)):
         try:
             found = ChunkMap.from_bytes(codec.unseal(store.backend.read(key), key=key), key=key)
         except (FileNotFoundError, CasError):
@@ -233,7 +255,7 @@ def _check_whole_files(store: Store, marks: Marks, report: FsckReport, *, repair
         if _sizes_checked(store, as_tree, f"chunk map {key}", report):
             maps[(found.hash, found.size, found.chunks)] = key
     items = list(files) + list(maps)
-    with Progress("checking whole-file hashes", len(items), enabled=progress) as bar:
+    with Phase(progress, "checking whole-file hashes", len(items)) as bar:
         for item, got in zip(
             items, store.objects.executor.map(lambda i: _chunks_hash(store, i[2]), items), strict=True
         ):
@@ -248,14 +270,14 @@ def _check_whole_files(store: Store, marks: Marks, report: FsckReport, *, repair
                 report.repaired.append(f"removed chunk map {maps[item]} whose chunks are other bytes")
 
 
-def check(store: Store, *, repair: bool = False, progress: bool | None = None) -> FsckReport:
+def check(store: Repository, *, repair: bool = False, progress: ProgressCallback | None = None) -> FsckReport:
     """Verify every object and pack; report corrupt, missing and dangling; optionally remove corrupt objects."""
     report = FsckReport()
     backend = store.backend
     store.objects.refresh_index()
     corrupt_loose = []
-    keys = list(backend.list("objects/"))
-    with Progress("checking objects", len(keys), enabled=progress) as bar:
+    keys = list(backend.list(OBJECTS_FOLDER))
+    with Phase(progress, "checking objects", len(keys)) as bar:
         for key, (kind, problem, size) in zip(
             keys, store.objects.executor.map(lambda k: _check_loose(store, k), keys), strict=True
         ):
@@ -273,7 +295,7 @@ def check(store: Store, *, repair: bool = False, progress: bool | None = None) -
         lambda p: backend.exists(pack_key(p)), all_packs), strict=True) if not there]  # fmt: skip
     pack_ids = [p for p in all_packs if p not in set(gone_packs)]
     damaged: dict[bytes, list[PackEntry]] = {}
-    with Progress("checking packs", len(pack_ids), enabled=progress) as bar:
+    with Phase(progress, "checking packs", len(pack_ids)) as bar:
         for pack_id, (good, bad, problems, size) in zip(
             pack_ids, store.objects.executor.map(lambda p: _check_pack(store, p), pack_ids), strict=True
         ):
@@ -295,7 +317,7 @@ def check(store: Store, *, repair: bool = False, progress: bool | None = None) -
             new_id = rewrite_pack(store, pack_id, good)
             report.repaired.append(f"rewrote pack {short(pack_id)} as {short(new_id)} without its corrupt chunks")
         store.objects.refresh_index()
-    marks = mark(store, strict=False, progress=progress)
+    marks = mark(store.objects, store.refs, store.run_index, strict=False, progress=progress)
     report.missing += marks.missing
     _check_whole_files(store, marks, report, repair=repair, progress=progress)
     for pack_id in gone_packs:
@@ -318,7 +340,7 @@ def check(store: Store, *, repair: bool = False, progress: bool | None = None) -
             if loc is None:
                 report.missing.append(f"chunk {short(d)}")
     for key in keys:
-        h = key_hash(key)
+        h = parse_object_key(key)
         if h is not None and h not in marks.objects and h not in marks.chunks and backend.exists(key):
             report.dangling.append(short(h))
     return report

@@ -23,16 +23,40 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from cas import codec, visualize
-from cas.errors import CasError, CorruptObjectError, IntegrityError
+from cas import codec, visualrecords
+from cas.errors import CasError, CorruptObjectError, IntegrityError, InvalidArgumentError
 from cas.hashing import short
+from cas.keys import (
+    CACHE_FOLDER,
+    CHUNKMAPS_FOLDER,
+    CONSUMED_FOLDER,
+    INDEX_FOLDER,
+    NAMES_FOLDER,
+    OBJECTS_FOLDER,
+    PACKS_FOLDER,
+    PRODUCED_FOLDER,
+    TMP_FOLDER,
+    index_key,
+    pack_key,
+    parse_consumed_key,
+    parse_index_key,
+    parse_names_key,
+    parse_object_key,
+    parse_pack_key,
+    parse_produced_key,
+    version_key,
+)
 from cas.objects import Artifact, ChunkMap, PackEntry, Tree, kind_of_stored
-from cas.objectstore import index_key, pack_key, verify_packed
-from cas.progress import Progress
+from cas.objectstore import verify_packed
+from cas.progress import Phase, ProgressCallback
 from cas.runs import Run
 
 if TYPE_CHECKING:
-    from cas.store import Store
+    from cas.backends.base import Backend
+    from cas.objectstore import ObjectStore
+    from cas.refs import RefStore
+    from cas.repository import Repository
+    from cas.runs import RunIndex
 
 #: One hour: covers puts that take up to an hour and clocks a few minutes apart.
 DEFAULT_GRACE = 3600.0
@@ -43,19 +67,13 @@ REPACK_THRESHOLD = 0.05
 def grace_seconds(grace: float | timedelta | None, default: float) -> float:
     if grace is None:
         return default
-    seconds = grace.total_seconds() if isinstance(grace, timedelta) else float(grace)
-    if seconds < 0:
-        raise ValueError("grace must not be negative")
-    return seconds
-
-
-def key_hash(key: str) -> bytes | None:
-    """The hash in ``objects/ab/cdef...``, or None for a stray file."""
     try:
-        raw = bytes.fromhex(key[8:10] + key[11:])
-    except ValueError:
-        return None
-    return raw if len(raw) == 32 and key[10:11] == "/" else None
+        seconds = grace.total_seconds() if isinstance(grace, timedelta) else float(grace)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"grace must be seconds or a timedelta, not {grace!r}") from None
+    if not seconds >= 0:  # NaN too: it would make every unreferenced object old enough
+        raise InvalidArgumentError(f"grace must be 0 seconds or more, not {grace!r}")
+    return seconds
 
 
 @dataclass
@@ -70,19 +88,27 @@ class Marks:
     artifact_sizes: dict[bytes, int] = field(default_factory=dict)
 
 
-def mark(store: Store, *, strict: bool = True, progress: bool | None = None) -> Marks:
-    """Walk from the roots. With ``strict``, an unreadable ref stops gc (its target is unknown)."""
+def mark(
+    objects: ObjectStore,
+    refs: RefStore,
+    run_index: RunIndex,
+    *,
+    strict: bool = True,
+    progress: ProgressCallback | None = None,
+) -> Marks:
+    """Walk from the roots: the refs, and the runs in the run log. With ``strict``, an unreadable ref
+    stops gc (its target is unknown). Reads only storage-level records (no materializer)."""
     marks = Marks()
     artifacts: dict[bytes, str] = {}
-    for key, record in store.refs.all_records():
+    for key, record in refs.all_records():
         if isinstance(record, CorruptObjectError):
             if strict:
                 raise IntegrityError(f"{key} is unreadable, so gc can not know what it protects: run fsck") from None
             marks.missing.append(f"{key} (unreadable ref)")
             continue
         artifacts.setdefault(record.target, key)
-    pending = list(store.run_index.newest())
-    with Progress("marking runs", len(pending), enabled=progress) as bar:
+    pending = list(run_index.newest())
+    with Phase(progress, "marking runs", len(pending)) as bar:
         while pending:
             run_hash = pending.pop()
             bar.advance()
@@ -90,7 +116,7 @@ def mark(store: Store, *, strict: bool = True, progress: bool | None = None) -> 
                 continue
             marks.runs.add(run_hash)
             try:
-                run = Run.from_bytes(store.objects.get_object(run_hash), run_hash)
+                run = Run.from_bytes(objects.get_object(run_hash))
             except CasError as exc:
                 marks.missing.append(f"run {short(run_hash)} ({exc})")
                 continue
@@ -100,32 +126,33 @@ def mark(store: Store, *, strict: bool = True, progress: bool | None = None) -> 
                 artifacts.setdefault(h, f"run {short(run_hash)}")
             if run.cached_from is not None:
                 pending.append(run.cached_from)
-    with Progress("marking artifacts", len(artifacts), enabled=progress) as bar:
+                bar.add_to_total(1)
+    with Phase(progress, "marking artifacts", len(artifacts)) as bar:
         for artifact, needed_by in artifacts.items():
             bar.advance()
-            _mark_artifact(store, artifact, needed_by, marks)
-    _mark_visualizations(store, marks)
+            _mark_artifact(objects, artifact, needed_by, marks)
+    _mark_visualizations(objects.backend, marks)
     return marks
 
 
-def _mark_visualizations(store: Store, marks: Marks) -> None:
+def _mark_visualizations(backend: Backend, marks: Marks) -> None:
     """The documents listed by the visualization record of a marked artifact live as long as it."""
-    for key in store.backend.list(visualize.FOLDER):
-        artifact = visualize.artifact_of_key(key)
+    for key in backend.list(visualrecords.FOLDER):
+        artifact = visualrecords.artifact_of_key(key)
         if artifact is None or artifact not in marks.objects:
             continue
-        record = visualize.read_record(store, artifact)
+        record = visualrecords.read_record(backend, artifact)
         if record is not None:
             for _, _, d, _ in record.items:
                 marks.objects.add(d)
                 marks.kinds.setdefault(d, "visualization")
 
 
-def _mark_artifact(store: Store, artifact: bytes, needed_by: str, marks: Marks) -> None:
+def _mark_artifact(objects: ObjectStore, artifact: bytes, needed_by: str, marks: Marks) -> None:
     if artifact in marks.objects:
         return
     try:
-        art = Artifact.from_bytes(store.objects.get_object(artifact))
+        art = Artifact.from_bytes(objects.get_object(artifact))
     except CasError as exc:
         marks.missing.append(f"artifact {short(artifact)} needed by {needed_by} ({exc})")
         return
@@ -133,7 +160,7 @@ def _mark_artifact(store: Store, artifact: bytes, needed_by: str, marks: Marks) 
     marks.kinds[artifact] = "artifact"
     marks.artifact_sizes[artifact] = art.size
     try:
-        tree = Tree.from_bytes(store.objects.get_object(art.tree))
+        tree = Tree.from_bytes(objects.get_object(art.tree))
     except CasError as exc:
         marks.missing.append(f"tree {short(art.tree)} of artifact {short(artifact)} ({exc})")
         return
@@ -181,7 +208,7 @@ class GcReport:
 class _Sweeper:
     """Deletes (or, dry, only counts) what is unreachable and old enough."""
 
-    def __init__(self, store: Store, report: GcReport, marks: Marks, cutoff: float) -> None:
+    def __init__(self, store: Repository, report: GcReport, marks: Marks, cutoff: float) -> None:
         self.store = store
         self.backend = store.backend
         self.report = report
@@ -225,12 +252,12 @@ class _Sweeper:
         self.report.removed[kind] += 1
         self.report.freed[kind] += size
 
-    def objects(self, progress: bool | None) -> None:
-        keys = list(self.backend.list("objects/"))
-        with Progress("sweeping objects", len(keys), enabled=progress) as bar:
+    def objects(self, progress: ProgressCallback | None) -> None:
+        keys = list(self.backend.list(OBJECTS_FOLDER))
+        with Phase(progress, "sweeping objects", len(keys)) as bar:
             for key in keys:
                 bar.advance()
-                h = key_hash(key)
+                h = parse_object_key(key)
                 if h is not None and (h in self.marks.objects or h in self.marks.chunks):
                     continue
                 if self.old(key):
@@ -241,7 +268,7 @@ class _Sweeper:
                     self.remove_if_old(key, kind if h is not None else "stray")
 
     def packs(self, packs: dict[bytes, list[PackEntry]], threshold: float) -> None:
-        pack_files = list(self.backend.list("packs/"))  # before repacking adds new ones
+        pack_files = list(self.backend.list(PACKS_FOLDER))  # before repacking adds new ones
         canonical_pack = {}
         for entries in packs.values():
             for e in entries:
@@ -272,24 +299,19 @@ class _Sweeper:
                 if not self.report.dry_run:
                     rewrite_pack(self.store, pack_id, live, unless_fresher_than=self.cutoff)
         for key in pack_files:
-            try:
-                pack_id = bytes.fromhex(key.rsplit("/", 1)[-1])
-            except ValueError:
-                pack_id = b""
-            if pack_id not in packs and self.old(key):
+            if parse_pack_key(key) not in packs and self.old(key):
                 self.remove(key, "unindexed pack")  # a crash between a pack and its index
 
     def indexes(self) -> None:
         """Index entries and caches that point at what is gone."""
         backend = self.backend
-        for key in list(backend.list("index/")):
-            try:
-                pack_id = bytes.fromhex(key.rsplit("/", 1)[-1])
-            except ValueError:
+        for key in list(backend.list(INDEX_FOLDER)):
+            pack_id = parse_index_key(key)
+            if pack_id is None:
                 continue
             if not backend.exists(pack_key(pack_id)) and self.old(key):
                 self.remove(key, "pack index")
-        for key in list(backend.list("chunkmaps/")):
+        for key in list(backend.list(CHUNKMAPS_FOLDER)):
             try:
                 found = ChunkMap.from_bytes(codec.unseal(backend.read(key), key=key))
                 stale = not all(d in self.marks.chunks for d, _ in found.chunks)
@@ -297,53 +319,51 @@ class _Sweeper:
                 stale = True
             if stale and self.old(key):
                 self.remove(key, "chunk map")
-        for key in list(backend.list("cache/")):
+        for key in list(backend.list(CACHE_FOLDER)):
             run_hash = self.store.run_index.cached_at(key)
             stale = run_hash is None or run_hash not in self.marks.runs or not self._outputs_marked(run_hash)
             if stale and self.old(key):  # a young entry may belong to a run recorded after marking
                 self.remove(key, "cache entry")
-        for folder in ("produced/", "consumed/"):
+        for folder, parse in ((PRODUCED_FOLDER, parse_produced_key), (CONSUMED_FOLDER, parse_consumed_key)):
             for key in list(backend.list(folder)):
-                try:
-                    run_hash = bytes.fromhex(key.rsplit("/", 1)[-1])
-                except ValueError:
-                    run_hash = b""
+                link = parse(key)
+                run_hash = link.run if link is not None else b""
                 if run_hash not in self.marks.runs and self.old(key):
                     self.remove(key, "run index")
-        for key in list(backend.list("names/")):
-            head, sep, number = key[len("names/") + 65 :].rpartition("/@v/")
-            if (not sep or not backend.exists(f"refs/{head}/@v/{number}")) and self.old(key):
+        for key in list(backend.list(NAMES_FOLDER)):
+            entry = parse_names_key(key)
+            if (entry is None or not backend.exists(version_key(entry.name, entry.number))) and self.old(key):
                 self.remove(key, "name index")
-        for key in list(backend.list(visualize.FOLDER)):
-            artifact = visualize.artifact_of_key(key)
+        for key in list(backend.list(visualrecords.FOLDER)):
+            artifact = visualrecords.artifact_of_key(key)
             if (artifact is None or artifact not in self.marks.objects) and self.old(key):
                 self.remove(key, "visualizations")
-        for key in list(backend.list("tmp/")):
+        for key in list(backend.list(TMP_FOLDER)):
             if self.old(key):
                 self.remove(key, "tmp")
 
     def _outputs_marked(self, run_hash: bytes) -> bool:
         try:
-            run = Run.from_bytes(self.store.objects.get_object(run_hash), run_hash)
+            run = Run.from_bytes(self.store.objects.get_object(run_hash))
         except CasError:
             return False
         return all(h in self.marks.objects for h in run.outputs.values())
 
 
 def collect(
-    store: Store,
+    store: Repository,
     *,
     dry_run: bool,
     grace: float,
     repack_threshold: float = REPACK_THRESHOLD,
-    progress: bool | None = None,
+    progress: ProgressCallback | None = None,
 ) -> GcReport:
     """Mark, then sweep everything unreachable and older than ``grace`` seconds."""
     report = GcReport(dry_run=dry_run, grace=grace)
     store.objects.refresh_index()
     # Read before marking, so no pack written after this point is judged by stale liveness.
     packs = store.objects.pack_entries()
-    marks = mark(store, progress=progress)
+    marks = mark(store.objects, store.refs, store.run_index, progress=progress)
     report.missing = marks.missing
     sweeper = _Sweeper(store, report, marks, time.time() - grace)
     sweeper.objects(progress)
@@ -355,7 +375,7 @@ def collect(
 
 
 def rewrite_pack(
-    store: Store, pack_id: bytes, keep: list[PackEntry], *, unless_fresher_than: float | None = None
+    store: Repository, pack_id: bytes, keep: list[PackEntry], *, unless_fresher_than: float | None = None
 ) -> bytes:
     """Copy the ``keep`` entries (verified) into a new pack; then remove the old one. Returns the new id.
 

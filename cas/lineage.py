@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cas.errors import CasError
+from cas.errors import CasError, InvalidArgumentError, check_argument_type
 from cas.hashing import short, to_hex
 from cas.runs import Run
 
@@ -163,7 +163,9 @@ def walk(
     as input) is ignored.
     """
     if direction not in ("up", "down"):
-        raise ValueError("direction must be 'up' or 'down'")
+        raise InvalidArgumentError("direction must be 'up' or 'down'")
+    check_argument_type(depth, (int, float, type(None)), "depth")
+    check_argument_type(limit, (int, float), "limit")
     up = direction == "up"
     graph = LineageGraph(to_hex(root), direction)
 

@@ -1,30 +1,78 @@
-"""The typed objects cas stores, each with its canonical encoding.
+"""Every kind of typed record cas stores, each declared once (cas.schema) for both encoding and decoding.
 
-Every object is a canonical msgpack map with ``type`` (the tag below) and ``v``
-(its schema version). Decoding validates every field before use and raises
-CorruptObjectError for anything else.
+Each is a canonical msgpack map with ``type`` (the tag below) and ``v`` (its
+schema version, 1 for all); FORMAT.md gives the byte-level grammar. Decoding
+checks every field before use and raises CorruptObjectError for anything else
+(UnsupportedFormatError, a subclass, for a ``v`` newer than this cas).
 
-=========  ======================================================
-type       meaning
-=========  ======================================================
-tree       the files a materializer wrote: path -> size + chunks
-artifact   a tree plus the Python type and materializer that wrote it
-packindex  where each chunk sits inside one pack file
-ref        a name's version or tag, pointing at an artifact
-=========  ======================================================
+Objects, stored under the digest of their bytes (``.digest``: the id, computed from ``to_bytes()``):
+
+==============  =====  ==============================================================
+type            v      class and meaning
+==============  =====  ==============================================================
+tree            1      Tree: the files a materializer wrote, path -> size + chunks (or inline bytes)
+artifact        1      Artifact: a tree plus the Python type and materializer that wrote it
+run             1      Run: one execution of a step (or a recorded cache hit); always loose
+packindex       1      PackIndex: where each object sits in one pack; its digest is the pack id
+==============  =====  ==============================================================
+
+Sealed files, stored under a key of their own with a checksum (cas.codec.seal):
+
+==============  =====  ==============================================================
+ref             1      RefRecord: what a version, label or tag file holds
+chunkmap        1      ChunkMap: how a file with a given digest was cut (a cache)
+visualizations  1      VisualizationRecord: the objects holding an artifact's visualizations
+==============  =====  ==============================================================
+
+``KINDS`` maps each tag to its class; ``decode`` reads bytes of any of them.
+Not typed records, so not here: blobs (a file's bytes, a chunk, a
+visualization document: objects with no structure of their own), run cache
+entries (a sealed bare run hash), the empty index files (``runlog/``,
+``produced/``, ``consumed/``, ``names/``) and ``config`` (JSON, cas.config).
+
+The tree path rules (``check_tree_path``, and the stricter portable checks
+applied at put and before restoring) live here too, since a tree's decoder
+applies them.
 """
 
 from __future__ import annotations
 
 import re
+import time
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import Any, ClassVar, TypeVar
 
-from cas import canonical, codec
+from cas import canonical, codec, hashing
 from cas.errors import CorruptObjectError, InvalidNameError, NonPortablePathError
-from cas.hashing import DIGEST_SIZE
+from cas.hashing import short, to_hex
+from cas.schema import (
+    DIGEST,
+    FLOAT,
+    MAP,
+    STR,
+    Field,
+    Schema,
+    array,
+    at_least,
+    check_fields,
+    corrupt,
+    list_of,
+    map_of,
+    of_type,
+    one_of,
+    optional,
+)
+
+__all__ = [
+    "CHUNK", "INLINE_MAX", "KINDS", "MAX_COMPONENT_LENGTH", "MAX_PATH_LENGTH", "MAX_TIME", "MAX_VISUALIZATIONS",
+    "MEDIA_TYPES", "OBJECT_KINDS", "RETURNS", "STATUSES", "Artifact", "ChunkMap", "Encoded", "FileEntry", "PackEntry",
+    "PackIndex", "RefRecord", "Run", "StoredObject", "Tree", "VisualizationRecord", "check_chunks",
+    "check_portable_path", "check_portable_tree", "check_tree_path", "decode", "is_device_name", "kind_of",
+    "kind_of_stored", "valid_time",
+]  # fmt: skip
 
 MAX_PATH_LENGTH = 4096
 MAX_COMPONENT_LENGTH = 255
@@ -139,33 +187,56 @@ def check_portable_tree(paths: Iterable[str]) -> None:
         claim(f"{folder_key}/{_fold(name)}" if folder else _fold(name), path)
 
 
-def _fail(key: str, why: str) -> CorruptObjectError:
-    return CorruptObjectError(f"{key}: {why}", key=key)
+# -- the kinds ----------------------------------------------------------------------
+
+KindT = TypeVar("KindT", bound="Encoded")
 
 
-def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], key: str) -> Any:
-    if name not in obj:
-        raise _fail(key, f"missing field {name!r}")
-    value = obj[name]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise _fail(key, f"field {name!r} has the wrong type")
-    return value
+class Encoded:
+    """A kind with a declared schema: ``to_bytes`` and ``from_bytes`` both follow ``schema``."""
+
+    __slots__ = ()
+    schema: ClassVar[Schema]
+
+    def to_bytes(self) -> bytes:
+        """The canonical bytes (TypeError for a field that is not plain data)."""
+        return self.schema.encode(self)
+
+    @classmethod
+    def from_bytes(cls: type[KindT], data: bytes | bytearray | memoryview, *, key: str | None = None) -> KindT:
+        """Decode and check untrusted bytes; CorruptObjectError names ``key`` (default: the tag)."""
+        return cls(**cls.schema.decode(data, key or cls.schema.tag))
 
 
-def _digest_field(value: Any, key: str) -> bytes:
-    if not isinstance(value, bytes) or len(value) != DIGEST_SIZE:
-        raise _fail(key, "a hash field is not 32 bytes")
-    return value
+class StoredObject(Encoded):
+    """A kind stored under the digest of its own bytes: that digest is its id."""
+
+    @cached_property
+    def digest(self) -> bytes:
+        """The BLAKE3 digest of ``to_bytes()``: the id the object has (or will have) in any store."""
+        return hashing.digest(self.to_bytes())
 
 
-def _header(value: Any, tag: str, key: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _fail(key, "object is not a map")
-    if value.get("type") != tag:
-        raise _fail(key, f"expected a {tag} object, found {value.get('type')!r}")
-    if value.get("v") != 1:
-        raise _fail(key, f"unknown {tag} schema version {value.get('v')!r}")
-    return value
+def _tree_path(value: Any, key: str, name: str) -> str:
+    if not isinstance(value, str):
+        raise corrupt(key, f"field {name!r} has the wrong type")
+    try:
+        return check_tree_path(value)
+    except InvalidNameError as exc:
+        raise corrupt(key, str(exc)) from None
+
+
+#: A chunk reference: [digest, size > 0].
+CHUNK = array(DIGEST, at_least(1))
+
+
+def check_chunks(chunks: tuple[tuple[bytes, int], ...], size: int, key: str) -> None:
+    """Chunk sizes add up to ``size``, and a non-empty file has a chunk (trees and chunk maps)."""
+    total = sum(n for _, n in chunks)
+    if total != size:
+        raise corrupt(key, f"chunks add up to {total} bytes, not {size}")
+    if size and not chunks:
+        raise corrupt(key, "a non-empty file has no chunks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,92 +249,63 @@ class FileEntry:
     data: bytes | None = None
     hash: bytes | None = None  # BLAKE3 of the whole file, for chunked files
 
+    INLINE: ClassVar[tuple[Field, ...]] = (
+        Field("path", _tree_path),
+        Field("size", at_least(0)),
+        Field("data", of_type(bytes)),
+    )
+    CHUNKED: ClassVar[tuple[Field, ...]] = (
+        Field("path", _tree_path),
+        Field("size", at_least(0)),
+        Field("hash", DIGEST),
+        Field("chunks", list_of(CHUNK)),
+    )
+
     def to_value(self) -> dict[str, Any]:
-        value: dict[str, Any] = {"path": self.path, "size": self.size}
-        if self.data is not None:
-            value["data"] = self.data
-        else:
-            value["hash"] = self.hash
-            value["chunks"] = [[h, n] for h, n in self.chunks]
-        return value
+        return {f.name: f.value_of(self) for f in (self.INLINE if self.data is not None else self.CHUNKED)}
 
     @classmethod
     def from_value(cls, value: Any, key: str) -> FileEntry:
         if not isinstance(value, dict):
-            raise _fail(key, "tree entry is not a map")
-        path = _field(value, "path", str, key)
-        try:
-            check_tree_path(path)
-        except InvalidNameError as exc:
-            raise _fail(key, str(exc)) from None
-        size = _field(value, "size", int, key)
-        if size < 0:
-            raise _fail(key, "negative file size")
-        if set(value) == {"path", "size", "data"}:
-            data = _field(value, "data", bytes, key)
-            if len(data) != size or size > INLINE_MAX:
-                raise _fail(key, f"inline data of {path!r} has the wrong size")
-            return cls(path, size, data=data)
-        if set(value) != {"path", "size", "hash", "chunks"}:
-            raise _fail(key, f"tree entry {path!r} has unexpected fields")
-        chunks = _chunk_list(_field(value, "chunks", list, key), size, key)
-        return cls(path, size, chunks, hash=_digest_field(value["hash"], key))
+            raise corrupt(key, "tree entry is not a map")
+        if "data" in value:
+            v = check_fields(value, cls.INLINE, key, "tree entry")
+            if len(v["data"]) != v["size"] or v["size"] > INLINE_MAX:
+                raise corrupt(key, f"inline data of {v['path']!r} has the wrong size")
+            return cls(v["path"], v["size"], data=v["data"])
+        v = check_fields(value, cls.CHUNKED, key, "tree entry")
+        check_chunks(v["chunks"], v["size"], key)
+        return cls(v["path"], v["size"], v["chunks"], hash=v["hash"])
 
 
-def _chunk_list(items: list[Any], size: int, key: str) -> tuple[tuple[bytes, int], ...]:
-    chunks = []
-    total = 0
-    for item in items:
-        if not isinstance(item, list) or len(item) != 2:
-            raise _fail(key, "chunk reference is not a [hash, size] pair")
-        digest = _digest_field(item[0], key)
-        length = item[1]
-        if not isinstance(length, int) or isinstance(length, bool) or length <= 0:
-            raise _fail(key, "chunk size is not a positive int")
-        chunks.append((digest, length))
-        total += length
-    if total != size:
-        raise _fail(key, f"chunks add up to {total} bytes, not {size}")
-    if size and not chunks:
-        raise _fail(key, "a non-empty file has no chunks")
-    return tuple(chunks)
+def _tree_entry(value: Any, key: str, name: str) -> FileEntry:
+    return FileEntry.from_value(value, key)
 
 
-@dataclass(frozen=True, slots=True)
-class ChunkMap:
-    """How a file with this whole-content hash was cut: lets a re-put skip chunking."""
-
-    hash: bytes
-    size: int
-    chunks: tuple[tuple[bytes, int], ...]
-
-    def to_bytes(self) -> bytes:
-        return canonical.encode(
-            {
-                "type": "chunkmap",
-                "v": 1,
-                "hash": self.hash,
-                "size": self.size,
-                "chunks": [[h, n] for h, n in self.chunks],
-            }
-        )
-
-    @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview, key: str = "chunkmap") -> ChunkMap:
-        value = _header(canonical.decode(data, key=key), "chunkmap", key)
-        if set(value) != {"type", "v", "hash", "size", "chunks"}:
-            raise _fail(key, "chunk map has unexpected fields")
-        size = _field(value, "size", int, key)
-        if size < 0:
-            raise _fail(key, "negative size")
-        return cls(_digest_field(value["hash"], key), size, _chunk_list(_field(value, "chunks", list, key), size, key))
+def _tree_rules(values: Mapping[str, Any], key: str) -> None:
+    paths = [e.path for e in values["entries"]]
+    if paths != sorted(set(paths)):
+        raise corrupt(key, "tree entries are not unique and sorted")
+    files = set(paths)
+    for path in paths:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in files:
+                raise corrupt(key, f"tree has {'/'.join(parts[:i])!r} both as a file and a folder")
 
 
-@dataclass(frozen=True, slots=True)
-class Tree:
+@dataclass(frozen=True)
+class Tree(StoredObject):
     """The files of an artifact, sorted by path."""
 
     entries: tuple[FileEntry, ...]
+
+    schema = Schema(
+        "tree",
+        1,
+        (Field("entries", list_of(_tree_entry), lambda t: [e.to_value() for e in t.entries]),),
+        _tree_rules,
+    )
 
     def __post_init__(self) -> None:
         paths = [e.path for e in self.entries]
@@ -274,33 +316,9 @@ class Tree:
     def size(self) -> int:
         return sum(e.size for e in self.entries)
 
-    def to_bytes(self) -> bytes:
-        return canonical.encode({"type": "tree", "v": 1, "entries": [e.to_value() for e in self.entries]})
 
-    @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview, key: str = "tree") -> Tree:
-        value = _header(canonical.decode(data, key=key), "tree", key)
-        if set(value) != {"type", "v", "entries"}:
-            raise _fail(key, "tree has unexpected fields")
-        entries = tuple(FileEntry.from_value(e, key) for e in _field(value, "entries", list, key))
-        paths = [e.path for e in entries]
-        if paths != sorted(set(paths)):
-            raise _fail(key, "tree entries are not unique and sorted")
-        _check_no_file_dir_clash(paths, key)
-        return cls(entries)
-
-
-def _check_no_file_dir_clash(paths: list[str], key: str) -> None:
-    files = set(paths)
-    for path in paths:
-        parts = path.split("/")
-        for i in range(1, len(parts)):
-            if "/".join(parts[:i]) in files:
-                raise _fail(key, f"tree has {'/'.join(parts[:i])!r} both as a file and a folder")
-
-
-@dataclass(frozen=True, slots=True)
-class Artifact:
+@dataclass(frozen=True)
+class Artifact(StoredObject):
     """A stored value: its files, and how to turn them back into a Python object."""
 
     tree: bytes
@@ -311,49 +329,126 @@ class Artifact:
     metadata: dict[str, Any] = field(default_factory=dict)
     user_metadata: dict[str, Any] = field(default_factory=dict)
 
-    def to_bytes(self) -> bytes:
-        return canonical.encode(
-            {
-                "type": "artifact",
-                "v": 1,
-                "tree": self.tree,
-                "python_type": self.python_type,
-                "materializer": self.materializer,
-                "materializer_version": self.materializer_version,
-                "size": self.size,
-                "metadata": self.metadata,
-                "user_metadata": self.user_metadata,
-            }
-        )
+    schema = Schema(
+        "artifact",
+        1,
+        (
+            Field("tree", DIGEST),
+            Field("python_type", STR),
+            Field("materializer", STR),
+            Field("materializer_version", STR),
+            Field("size", at_least(0)),
+            Field("metadata", MAP),
+            Field("user_metadata", MAP),
+        ),
+    )
+
+
+STATUSES = ("completed", "failed", "cached")
+#: How a run's outputs make the step's return value.
+RETURNS = ("none", "single", "tuple", "dict")
+#: Run times are POSIX seconds in [0, MAX_TIME): 1970 up to the year 3000. Anything else (NaN, infinities,
+#: 1e300) is refused when a run is recorded and when one is read, so every page and log line can print it.
+MAX_TIME = 32503680000.0  # 3000-01-01T00:00:00Z
+
+
+def valid_time(t: object) -> bool:
+    """Whether ``t`` can be a run's start or end time (a float or int, finite, 1970 <= t < 3000)."""
+    return isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t < MAX_TIME
+
+
+def _run_time(value: Any, key: str, name: str) -> float:
+    FLOAT(value, key, name)
+    if not valid_time(value):  # NaN fails every comparison
+        raise corrupt(key, f"run {name} time {value!r} is outside 1970..3000")
+    return float(value)
+
+
+def _run_rules(values: Mapping[str, Any], key: str) -> None:
+    order, outputs = values["order"], values["outputs"]
+    if sorted(order) != sorted(outputs) or len(set(order)) != len(order):
+        raise corrupt(key, "output order does not list the outputs")
+
+
+@dataclass(frozen=True)
+class Run(StoredObject):
+    """One execution of a step (or a recorded cache hit). Its id (``hash``) is the digest of its bytes."""
+
+    step: str
+    code: bytes
+    params: dict[str, Any]
+    inputs: dict[str, bytes]
+    outputs: dict[str, bytes]
+    cache_key: bytes
+    started: float
+    ended: float
+    status: str
+    parents: tuple[bytes, ...] = ()
+    cached_from: bytes | None = None
+    returns: str = "single"  # how outputs map back to the return value: none, single, tuple, dict
+    order: tuple[str, ...] = ()  # output names in return order (maps are stored sorted)
+    environment: dict[str, Any] = field(default_factory=dict)
+    pipeline: dict[str, Any] | None = None
+    message: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    schema = Schema(
+        "run",
+        1,
+        (
+            Field("step", STR),
+            Field("code", DIGEST),
+            Field("params", MAP),
+            Field("inputs", map_of(DIGEST)),
+            Field("outputs", map_of(DIGEST)),
+            Field("cache_key", DIGEST),
+            Field("started", _run_time, lambda r: float(r.started)),
+            Field("ended", _run_time, lambda r: float(r.ended)),
+            Field("status", one_of(*STATUSES)),
+            Field("parents", list_of(DIGEST), lambda r: list(r.parents)),
+            Field("cached_from", optional(DIGEST)),
+            Field("returns", one_of(*RETURNS)),
+            Field("order", list_of(STR), lambda r: list(r.order or r.outputs)),
+            Field("environment", MAP),
+            Field("pipeline", optional(MAP)),
+            Field("message", optional(STR)),
+            Field("metadata", MAP),
+            Field("error", optional(STR)),
+        ),
+        _run_rules,
+    )
 
     @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview, key: str = "artifact") -> Artifact:
-        value = _header(canonical.decode(data, key=key), "artifact", key)
-        expected = {
-            "type",
-            "v",
-            "tree",
-            "python_type",
-            "materializer",
-            "materializer_version",
-            "size",
-            "metadata",
-            "user_metadata",
-        }
-        if set(value) != expected:
-            raise _fail(key, "artifact has missing or unexpected fields")
-        size = _field(value, "size", int, key)
-        if size < 0:
-            raise _fail(key, "negative artifact size")
-        return cls(
-            tree=_digest_field(value["tree"], key),
-            python_type=_field(value, "python_type", str, key),
-            materializer=_field(value, "materializer", str, key),
-            materializer_version=_field(value, "materializer_version", str, key),
-            size=size,
-            metadata=_field(value, "metadata", dict, key),
-            user_metadata=_field(value, "user_metadata", dict, key),
-        )
+    def from_bytes(
+        cls, data: bytes | bytearray | memoryview, run_hash: bytes | None = None, *, key: str | None = None
+    ) -> Run:
+        """Decode a run. ``run_hash`` is accepted for older callers and not used: the id comes from the bytes."""
+        return super().from_bytes(data, key=key)
+
+    @property
+    def hash(self) -> bytes:
+        """The run's id: the digest of its bytes, the same before and after it is stored."""
+        return self.digest
+
+    @property
+    def id(self) -> str:
+        return to_hex(self.hash)
+
+    @property
+    def short(self) -> str:
+        return short(self.hash)
+
+    @property
+    def duration(self) -> float:
+        return self.ended - self.started
+
+    def __str__(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
+        status = "cache hit" if self.status == "cached" else self.status
+        ins = ", ".join(f"{k}={short(v, 8)}" for k, v in self.inputs.items())
+        outs = ", ".join(f"{k}={short(v, 8)}" for k, v in self.outputs.items())
+        return f"{self.short} {when} {self.step} [{status}, {self.duration * 1000:.0f} ms] ({ins}) -> ({outs})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,46 +462,46 @@ class PackEntry:
     codec: int
 
 
-@dataclass(frozen=True, slots=True)
-class PackIndex:
-    """The table of contents of one pack file; its hash is the pack's id."""
+_PACK_ROW = array(DIGEST, at_least(0), at_least(0), at_least(0), at_least(0))
+
+
+def _pack_entry(value: Any, key: str, name: str) -> PackEntry:
+    entry = PackEntry(*_PACK_ROW(value, key, name))
+    if entry.codec not in (0, 1) or entry.stored < 16:
+        raise corrupt(key, "a pack entry has an unknown codec or is under 16 bytes")
+    return entry
+
+
+def _pack_rules(values: Mapping[str, Any], key: str) -> None:
+    end = 0
+    for entry in values["entries"]:
+        if entry.offset < end:
+            raise corrupt(key, "pack entries overlap or are out of order")
+        end = entry.offset + entry.stored
+
+
+@dataclass(frozen=True)
+class PackIndex(StoredObject):
+    """The table of contents of one pack file; its digest is the pack's id."""
 
     entries: tuple[PackEntry, ...]
 
-    def to_bytes(self) -> bytes:
-        return canonical.encode(
-            {
-                "type": "packindex",
-                "v": 1,
-                "entries": [[e.digest, e.offset, e.stored, e.raw_size, e.codec] for e in self.entries],
-            }
-        )
-
-    @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview, key: str = "packindex") -> PackIndex:
-        value = _header(canonical.decode(data, key=key), "packindex", key)
-        if set(value) != {"type", "v", "entries"}:
-            raise _fail(key, "pack index has unexpected fields")
-        entries = []
-        end = 0
-        for item in _field(value, "entries", list, key):
-            if not isinstance(item, list) or len(item) != 5:
-                raise _fail(key, "pack entry is not a 5-element array")
-            digest = _digest_field(item[0], key)
-            offset, stored, raw_size, codec = item[1:]
-            if not all(
-                isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (offset, stored, raw_size, codec)
-            ):
-                raise _fail(key, "pack entry fields must be non-negative ints")
-            if offset < end or codec not in (0, 1) or stored < 16:
-                raise _fail(key, "pack entries overlap, are out of order or invalid")
-            end = offset + stored
-            entries.append(PackEntry(digest, offset, stored, raw_size, codec))
-        return cls(tuple(entries))
+    schema = Schema(
+        "packindex",
+        1,
+        (
+            Field(
+                "entries",
+                list_of(_pack_entry),
+                lambda p: [[e.digest, e.offset, e.stored, e.raw_size, e.codec] for e in p.entries],
+            ),
+        ),
+        _pack_rules,
+    )
 
 
-@dataclass(frozen=True, slots=True)
-class RefRecord:
+@dataclass(frozen=True)
+class RefRecord(Encoded):
     """What a version or tag file holds: the artifact it names, and when it was made."""
 
     target: bytes
@@ -414,45 +509,109 @@ class RefRecord:
     number: int | None = None
     label: str | None = None
 
-    def to_bytes(self) -> bytes:
-        return canonical.encode(
-            {
-                "type": "ref",
-                "v": 1,
-                "target": self.target,
-                "created": float(self.created),
-                "number": self.number,
-                "label": self.label,
-            }
-        )
+    schema = Schema(
+        "ref",
+        1,
+        (
+            Field("target", DIGEST),
+            Field("created", FLOAT, lambda r: float(r.created)),
+            Field("number", optional(at_least(1))),
+            Field("label", optional(STR)),
+        ),
+    )
 
-    @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview, key: str = "ref") -> RefRecord:
-        value = _header(canonical.decode(data, key=key), "ref", key)
-        if set(value) != {"type", "v", "target", "created", "number", "label"}:
-            raise _fail(key, "ref has missing or unexpected fields")
-        number = value["number"]
-        label = value["label"]
-        if number is not None and (not isinstance(number, int) or isinstance(number, bool) or number < 1):
-            raise _fail(key, "ref number is not a positive int")
-        if label is not None and not isinstance(label, str):
-            raise _fail(key, "ref label is not a str")
-        return cls(
-            target=_digest_field(value["target"], key),
-            created=_field(value, "created", float, key),
-            number=number,
-            label=label,
-        )
+
+def _chunkmap_rules(values: Mapping[str, Any], key: str) -> None:
+    check_chunks(values["chunks"], values["size"], key)
+
+
+@dataclass(frozen=True)
+class ChunkMap(Encoded):
+    """How a file with this whole-content hash was cut: lets a re-put skip chunking."""
+
+    hash: bytes
+    size: int
+    chunks: tuple[tuple[bytes, int], ...]
+
+    schema = Schema(
+        "chunkmap",
+        1,
+        (Field("hash", DIGEST), Field("size", at_least(0)), Field("chunks", list_of(CHUNK))),
+        _chunkmap_rules,
+    )
+
+
+#: The media types a stored visualization may have.
+MEDIA_TYPES = ("text/html", "image/svg+xml", "image/png", "text/markdown", "text/csv", "text/plain")
+#: At most this many visualizations per artifact.
+MAX_VISUALIZATIONS = 64
+_VISUALIZATION_ITEM = (
+    Field("name", STR),
+    Field("media_type", one_of(*MEDIA_TYPES)),
+    Field("object", DIGEST),
+    Field("size", at_least(0)),
+)
+
+
+def _visualization_item(value: Any, key: str, name: str) -> tuple[str, str, bytes, int]:
+    v = check_fields(value, _VISUALIZATION_ITEM, key, "visualization entry")
+    return (v["name"][:100], v["media_type"], v["object"], v["size"])
+
+
+@dataclass(frozen=True)
+class VisualizationRecord(Encoded):
+    """Which objects hold an artifact's visualizations."""
+
+    artifact: bytes
+    items: tuple[tuple[str, str, bytes, int], ...]  # (name, media type, object, size)
+
+    schema = Schema(
+        "visualizations",
+        1,
+        (
+            Field("artifact", DIGEST),
+            Field(
+                "items",
+                list_of(_visualization_item, max_items=MAX_VISUALIZATIONS),
+                lambda r: [{f.name: x for f, x in zip(_VISUALIZATION_ITEM, item, strict=True)} for item in r.items],
+            ),
+        ),
+    )
+
+
+# -- the registry ---------------------------------------------------------------------
+
+#: Every typed kind, by its ``type`` tag.
+KINDS: dict[str, type[Encoded]] = {
+    cls.schema.tag: cls for cls in (Tree, Artifact, Run, PackIndex, RefRecord, ChunkMap, VisualizationRecord)
+}
+#: The kinds stored under their own digest (the others are sealed files).
+OBJECT_KINDS = frozenset(tag for tag, cls in KINDS.items() if issubclass(cls, StoredObject))
+
+
+def _tag(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def decode(data: bytes | bytearray | memoryview, *, key: str = "object") -> Encoded:
+    """A typed record of any kind in ``KINDS``, chosen by its tag; CorruptObjectError for anything else."""
+    cls = KINDS.get(_tag(canonical.decode(data, key=key)) or "")
+    if cls is None:
+        raise corrupt(key, "not a typed record of a known kind")
+    return cls.from_bytes(data, key=key)
 
 
 def kind_of(raw: bytes | bytearray | memoryview) -> str:
-    """The ``type`` of an object's raw bytes, or "blob" for bytes that are not a typed object."""
+    """The ``type`` of an object's raw bytes, or "blob" for bytes that are not a typed object.
+
+    A str tag outside ``KINDS`` is returned as it is (an object of a kind this cas does not know).
+    """
     try:
         value = canonical.decode(raw)
     except CorruptObjectError:
         return "blob"
-    kind = value.get("type") if isinstance(value, dict) else None
-    return kind if isinstance(kind, str) else "blob"
+    return _tag(value) or "blob"
 
 
 def kind_of_stored(data: bytes | bytearray | memoryview) -> str:

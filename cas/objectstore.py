@@ -30,6 +30,17 @@ from cas.errors import (
     ObjectNotFoundError,
 )
 from cas.hashing import digest, is_hex_prefix, short
+from cas.keys import (
+    INDEX_FOLDER,
+    PACKS_FOLDER,
+    chunkmap_key,
+    index_key,
+    object_folder,
+    object_key,
+    pack_key,
+    parse_index_key,
+    parse_object_key,
+)
 from cas.objects import ChunkMap, PackEntry, PackIndex
 
 PACK_TRAILER_MAGIC = b"CASPACK1"
@@ -42,25 +53,6 @@ MAX_EXPANSION = 256
 EXPANSION_ALLOWANCE = 512 << 20
 # Chunk maps a process keeps after cutting or verifying them (a 1 GiB file's is ~0.5 MiB of memory).
 _TRUSTED_MAPS = 64
-
-
-def object_key(raw: bytes) -> str:
-    text = raw.hex()
-    return f"objects/{text[:2]}/{text[2:]}"
-
-
-def pack_key(pack_id: bytes) -> str:
-    text = pack_id.hex()
-    return f"packs/{text[:2]}/{text}"
-
-
-def index_key(pack_id: bytes) -> str:
-    return f"index/{pack_id.hex()}"
-
-
-def chunkmap_key(file_hash: bytes) -> str:
-    text = file_hash.hex()
-    return f"chunkmaps/{text[:2]}/{text[2:]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +74,7 @@ class ObjectStore:
         compression_level: int = 1,
         max_expansion: float = MAX_EXPANSION,
         expansion_allowance: int = EXPANSION_ALLOWANCE,
+        fetch_missing: Callable[[list[bytes]], bool] | None = None,
     ) -> None:
         self.backend = backend
         self.executor = executor
@@ -99,7 +92,7 @@ class ObjectStore:
         self._batch_lock = threading.Lock()
         #: Copies objects this store lacks from elsewhere (a read-through remote): False if
         #: there is nowhere to fetch from, ObjectNotFoundError if that place lacks them too.
-        self.fetch_missing: Callable[[list[bytes]], bool] | None = None
+        self.fetch_missing = fetch_missing
         # Chunk maps in the store are anyone's claim; these were cut or verified by this process.
         self._trusted_maps: OrderedDict[bytes, ChunkMap] = OrderedDict()
         self._trusted_lock = threading.Lock()
@@ -185,7 +178,7 @@ class ObjectStore:
         except BaseException:
             sink.abort()
             raise
-        with backend_errors("packs/"):
+        with backend_errors(PACKS_FOLDER):
             pack_id, index = self.finish_pack(sink, entries, offset)
         if register:
             self.register_pack(pack_id, index)
@@ -247,9 +240,10 @@ class ObjectStore:
         """Expand a hex prefix (>= 6 digits) to the one loose object it names."""
         if not is_hex_prefix(prefix):
             raise ObjectNotFoundError(f"not a hash or hash prefix: {prefix!r}")
-        folder = f"objects/{prefix[:2]}/"
+        folder = object_folder(prefix)
         with backend_errors(folder):
-            found = {k[8:10] + k[11:] for k in self.backend.list(folder) if (k[8:10] + k[11:]).startswith(prefix)}
+            loose = (parse_object_key(k) for k in self.backend.list(folder))
+            found = {d.hex() for d in loose if d is not None and d.hex().startswith(prefix)}
         # Objects a batch packed are found through the index (chunks match too; callers check the kind).
         found |= {d.hex() for d in self.chunk_index() if d.hex().startswith(prefix)}
         if not found:
@@ -324,16 +318,9 @@ class ObjectStore:
 
         Packs whose index has gone (gc repacked or removed them) are forgotten.
         """
-        with backend_errors("index/"):
-            keys = list(self.backend.list("index/"))
-        present = set()
-        for key in keys:
-            try:
-                pack_id = bytes.fromhex(key.rsplit("/", 1)[-1])
-            except ValueError:
-                continue
-            if len(pack_id) == 32:
-                present.add(pack_id)
+        with backend_errors(INDEX_FOLDER):
+            keys = list(self.backend.list(INDEX_FOLDER))
+        present = {pack_id for key in keys if (pack_id := parse_index_key(key)) is not None}
         gone = self._loaded_indexes - present
         if gone:
             with self._index_lock:
@@ -363,11 +350,15 @@ class ObjectStore:
             return PackIndex.from_bytes(raw, key=key)
         except (IntegrityError, ObjectNotFoundError) as first:
             try:
-                return self._index_from_pack(pack_id)
+                return self.read_pack_trailer(pack_id)
             except (IntegrityError, ObjectNotFoundError):
                 raise first from None
 
-    def _index_from_pack(self, pack_id: bytes) -> PackIndex:
+    def read_pack_trailer(self, pack_id: bytes) -> PackIndex:
+        """The index that ends a pack, read from its trailer and checked: magic, length and hash (the pack id).
+
+        Raises ObjectNotFoundError for a missing pack, CorruptObjectError or IntegrityError for a bad trailer.
+        """
         key = pack_key(pack_id)
         with backend_errors(key):
             try:

@@ -1,43 +1,71 @@
-"""A minimal progress line on stderr, shown only when stderr is a terminal."""
+"""Progress reporting: library code sends events to the caller's callback and never draws anything itself.
+
+A long operation (gc, fsck, du, push, pull, clone) runs in phases ("marking runs", "sweeping objects", ...).
+Each phase sends a :class:`ProgressEvent` to the ``progress`` callback the caller passed: once when it starts
+(``done == 0``), after each step, and once when it ends (``finished``). Without a callback (the default) nothing
+is reported and nothing is written anywhere. The CLI renders the events as rich progress bars (cas/cli.py);
+a test can simply collect them in a list.
+
+We do not reuse ``fsspec.callbacks.Callback``: it models one transfer (a size and a value, branched per file),
+while our operations are sequences of named phases; a plain callable taking a frozen event is smaller to
+implement, to test and to document.
+"""
 
 from __future__ import annotations
 
-import sys
-import time
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 
 
-class Progress:
-    """``with Progress("gc: marking", total) as p: p.advance()`` redraws at most 10 times a second."""
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One step of a named phase: ``done`` of ``total`` items (``total`` None when unknown)."""
 
-    def __init__(self, label: str, total: int | None = None, *, enabled: bool | None = None) -> None:
+    phase: str
+    done: int
+    total: int | None
+    finished: bool = False
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+"""What ``progress=`` takes in ``Store.gc``, ``fsck``, ``du``, ``push``, ``pull`` and ``cas.clone``."""
+
+
+class Phase:
+    """``with Phase(progress, "marking runs", total) as phase: phase.advance()``; silent when progress is None.
+
+    A value that is not callable (``False``, as callers passed before progress became a callback) is silent too.
+    ``advance`` may be called from several threads (a transfer's workers): events go out one at a time, in order.
+    """
+
+    def __init__(self, progress: ProgressCallback | None, label: str, total: int | None = None) -> None:
+        self._callback = progress if callable(progress) else None
         self.label = label
         self.total = total
         self.done = 0
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self._last = 0.0
+        self._lock = threading.Lock()
+        self._send(finished=False)
 
     def advance(self, n: int = 1) -> None:
-        self.done += n
-        if self.enabled and time.monotonic() - self._last > 0.1:
-            self._draw()
+        with self._lock:
+            self.done += n
+            self._send(finished=False)
 
-    def _draw(self) -> None:
-        self._last = time.monotonic()
-        if self.total:
-            width = 30
-            filled = int(width * min(self.done, self.total) / self.total)
-            bar = "#" * filled + "-" * (width - filled)
-            sys.stderr.write(f"\r{self.label} [{bar}] {self.done}/{self.total}")
-        else:
-            sys.stderr.write(f"\r{self.label} {self.done}")
-        sys.stderr.flush()
+    def add_to_total(self, n: int) -> None:
+        """More items than counted at the start (say, a run found while walking runs)."""
+        with self._lock:
+            if self.total is not None:
+                self.total += n
 
-    def __enter__(self) -> Progress:
+    def _send(self, *, finished: bool) -> None:
+        if self._callback is not None:
+            self._callback(ProgressEvent(self.label, self.done, self.total, finished))
+
+    def __enter__(self) -> Phase:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self.enabled:
-            self._draw()
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        with self._lock:
+            self._send(finished=True)

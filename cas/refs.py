@@ -32,6 +32,24 @@ from cas.errors import (
     RefExistsError,
     RefNotFoundError,
 )
+from cas.keys import (
+    NAMES_FOLDER,
+    REFS_FOLDER,
+    gone_folder,
+    gone_key,
+    is_gone_key,
+    label_folder,
+    label_key,
+    names_folder,
+    names_key,
+    parse_names_key,
+    parse_ref_key,
+    parse_ref_name,
+    tag_folder,
+    tag_key,
+    version_folder,
+    version_key,
+)
 from cas.objects import RefRecord
 
 MAX_NAME_LENGTH = 255
@@ -142,6 +160,8 @@ class RefSpec:
 
 def parse_ref(text: str) -> RefSpec:
     """Split ``name@x``; validate both halves."""
+    if not isinstance(text, str):
+        raise InvalidNameError(f"a ref must be a string, not {type(text).__name__}")
     name, sep, selector = text.partition("@")
     check_name(name)
     if not sep:
@@ -151,42 +171,6 @@ def parse_ref(text: str) -> RefSpec:
     elif selector.startswith("0"):
         raise InvalidNameError(f"version number {selector!r} must not have leading zeros")
     return RefSpec(name, selector)
-
-
-def parse_ref_key(key: str) -> tuple[str, str, str] | None:
-    """``refs/<name>/@<kind>/<selector>`` -> (name, kind, selector); None for tombstones and strays."""
-    if not key.startswith("refs/"):
-        return None
-    name, sep, rest = key[len("refs/") :].partition("/@")
-    kind, sep2, selector = rest.partition("/")
-    if not sep or not sep2 or kind not in ("v", "label", "tag") or not selector or "/" in selector:
-        return None
-    if kind == "v" and not (_DIGITS.fullmatch(selector) and not selector.startswith("0")):
-        return None
-    return name, kind, selector
-
-
-def names_key(target: bytes, name: str, number: int | str) -> str:
-    """The reverse-index entry saying version ``number`` of ``name`` is ``target``."""
-    return f"names/{target.hex()}/{name}/@v/{number}"
-
-
-def gone_key(name: str, number: int | str) -> str:
-    """The tombstone of a deleted version number."""
-    return f"refs/{name}/@gone/{number}"
-
-
-def _names_entry(key: str) -> tuple[bytes, str, int] | None:
-    """``names/<artifact>/<name>/@v/<n>`` -> (artifact, name, n); None for strays."""
-    head, _, rest = key[len("names/") :].partition("/")
-    name, sep, number = rest.rpartition("/@v/")
-    if not sep or not _DIGITS.fullmatch(number):
-        return None
-    try:
-        target = bytes.fromhex(head)
-    except ValueError:
-        return None
-    return (target, name, int(number)) if len(target) == 32 else None
 
 
 def _encode(record: RefRecord) -> bytes:
@@ -220,7 +204,7 @@ class RefStore:
             return None
 
     def version_numbers(self, name: str) -> list[int]:
-        return self._numbers_in(f"refs/{name}/@v/")
+        return self._numbers_in(version_folder(name))
 
     def _numbers_in(self, folder: str) -> list[int]:
         numbers = []
@@ -265,8 +249,8 @@ class RefStore:
         now = time.time()
         if label is not None:
             check_new_label(label)
-            key = f"refs/{name}/@label/{label}"
-            self._check_case_in(f"refs/{name}/@label/", label, "version")
+            key = label_key(name, label)
+            self._check_case_in(label_folder(name), label, "version")
             if not self.backend.create(key, _encode(RefRecord(target, now, None, label))):
                 existing = self._read(key)
                 if existing is None or existing.target != target:
@@ -276,7 +260,7 @@ class RefStore:
         for attempt in range(_MAX_ATTEMPTS):
             record = RefRecord(target, now, number, label)
             # Exclusive create: concurrent writers each get their own number.
-            if self.backend.create(f"refs/{name}/@v/{number}", _encode(record)):
+            if self.backend.create(version_key(name, number), _encode(record)):
                 self._next[name] = number + 1
                 self._latest[name] = record
                 if self._folds is not None:
@@ -284,7 +268,7 @@ class RefStore:
                 # Reverse index (artifact -> names), for lineage labels; rebuildable from refs/.
                 self.backend.write(names_key(target, name, number), b"")
                 if label is not None:
-                    self.backend.write(f"refs/{name}/@label/{label}", _encode(record))
+                    self.backend.write(label_key(name, label), _encode(record))
                 return record
             if reuse and attempt == 0:
                 # Another writer made versions since this process last looked: the
@@ -317,7 +301,7 @@ class RefStore:
         if cached is not None and cached.number == latest:
             return numbers, cached
         try:
-            record = self._read(f"refs/{name}/@v/{latest}")
+            record = self._read(version_key(name, latest))
         except CorruptObjectError:
             return numbers, None
         if record is None or record.number != latest:
@@ -340,7 +324,7 @@ class RefStore:
 
     def _first_free(self, name: str, live: list[int] | None = None) -> int:
         """One past the highest number ``name`` has used, deleted ones included (``live``: @v/ as just listed)."""
-        numbers = (self.version_numbers(name) if live is None else live) + self._numbers_in(f"refs/{name}/@gone/")
+        numbers = (self.version_numbers(name) if live is None else live) + self._numbers_in(gone_folder(name))
         return max(numbers, default=0) + 1
 
     def _check_case(self, name: str) -> None:
@@ -357,7 +341,7 @@ class RefStore:
 
     def _fold_map(self) -> dict[str, str]:
         """Each folder of the store's names, by its case- and Unicode-folded form."""
-        heads = {key[len("refs/") :].partition("/@")[0] for key in self.backend.list("refs/")}
+        heads = {parse_ref_name(key) for key in self.backend.list(REFS_FOLDER)}
         folds: dict[str, str] = {}
         for head in heads:
             for prefix in _prefixes(head):
@@ -406,9 +390,9 @@ class RefStore:
         another tag of ``name``. Raises InvalidNameError.
         """
         check_new_label(tag, "tag")
-        self._check_case_in(f"refs/{name}/@tag/", tag, "tag")
+        self._check_case_in(tag_folder(name), tag, "tag")
         moved = RefRecord(record.target, time.time(), record.number, record.label)
-        self.backend.write(f"refs/{name}/@tag/{tag}", _encode(moved))
+        self.backend.write(tag_key(name, tag), _encode(moved))
 
     def resolve(self, spec: RefSpec) -> RefRecord:
         """The record a parsed ref names; RefNotFoundError if none."""
@@ -418,48 +402,48 @@ class RefStore:
             if not numbers:
                 raise RefNotFoundError(f"no artifact named {name!r}")
             # A version file is written whole, so the highest number is always readable.
-            record = self._read(f"refs/{name}/@v/{numbers[-1]}")
+            record = self._read(version_key(name, numbers[-1]))
         elif _DIGITS.fullmatch(selector):
-            record = self._read(f"refs/{name}/@v/{selector}")
+            record = self._read(version_key(name, selector))
         else:
-            record = self._read(f"refs/{name}/@label/{selector}") or self._read(f"refs/{name}/@tag/{selector}")
+            record = self._read(label_key(name, selector)) or self._read(tag_key(name, selector))
         if record is None:
             raise RefNotFoundError(f"no artifact {name}@{selector}" if selector else f"no artifact named {name!r}")
         return record
 
     def delete_version(self, name: str, number: int) -> list[str]:
         """Remove version ``number`` of ``name``, its label and the tags on it; return what went."""
-        record = self._read(f"refs/{name}/@v/{number}")
+        record = self._read(version_key(name, number))
         if record is None:
             raise RefNotFoundError(f"no artifact {name}@{number}")
         removed = [f"{name}@{number}"]
         if record.label is not None:
-            label = self._read(f"refs/{name}/@label/{record.label}")
+            label = self._read(label_key(name, record.label))
             if label is not None and label.number in (number, None) and label.target == record.target:
-                self._delete(f"refs/{name}/@label/{record.label}")
+                self._delete(label_key(name, record.label))
                 removed.append(f"{name}@{record.label}")
         for tag, tag_record in self.tags(name).items():
             if tag_record.number == number:
-                self._delete(f"refs/{name}/@tag/{tag}")
+                self._delete(tag_key(name, tag))
                 removed.append(f"{name}@{tag}")
         self._delete(names_key(record.target, name, number))
         # A tombstone keeps the number from being handed out again.
         self.backend.write(gone_key(name, number), b"")
-        self._delete(f"refs/{name}/@v/{number}")  # last: until now the version still resolves
+        self._delete(version_key(name, number))  # last: until now the version still resolves
         self._latest.pop(name, None)
         return removed
 
     def delete_tag(self, name: str, tag: str) -> None:
         try:
-            self.backend.delete(f"refs/{name}/@tag/{tag}")
+            self.backend.delete(tag_key(name, tag))
         except FileNotFoundError:
             raise RefNotFoundError(f"no tag {name}@{tag}") from None
 
     def delete_label(self, name: str, label: str) -> None:
-        self._delete(f"refs/{name}/@label/{label}")
+        self._delete(label_key(name, label))
 
     def tags(self, name: str) -> dict[str, RefRecord]:
-        folder = f"refs/{name}/@tag/"
+        folder = tag_folder(name)
         found = {}
         for key in self.backend.list(folder):
             tag = key[len(folder) :]
@@ -469,7 +453,7 @@ class RefStore:
         return found
 
     def labels(self, name: str) -> dict[str, RefRecord]:
-        folder = f"refs/{name}/@label/"
+        folder = label_folder(name)
         found = {}
         for key in self.backend.list(folder):
             record = self._read(key)
@@ -485,8 +469,8 @@ class RefStore:
 
     def all_records(self) -> Iterator[tuple[str, RefRecord | CorruptObjectError]]:
         """Every ref file with its record (or why it can not be read): the roots of gc."""
-        for key in self.backend.list("refs/"):
-            if "/@gone/" in key:
+        for key in self.backend.list(REFS_FOLDER):
+            if is_gone_key(key):
                 continue
             try:
                 record = _decode(self.backend.read(key), key)
@@ -499,14 +483,14 @@ class RefStore:
 
     def names_of(self, target: bytes) -> list[str]:
         """``name@n`` of every version pointing at ``target`` (from the reverse index)."""
-        found = [(e[1], e[2]) for k in self.backend.list(f"names/{target.hex()}/") if (e := _names_entry(k))]
+        found = [(e.name, e.number) for k in self.backend.list(names_folder(target)) if (e := parse_names_key(k))]
         return [f"{n}@{v}" for n, v in sorted(found, key=lambda item: (item[0], -item[1]))]
 
     def version_targets(self, names: set[str]) -> dict[tuple[str, int], bytes]:
         """(name, number) -> artifact for every version of ``names``: one listing of the reverse index."""
         if not names:
             return {}
-        entries = (_names_entry(k) for k in self.backend.list("names/"))
+        entries = (parse_names_key(k) for k in self.backend.list(NAMES_FOLDER))
         return {(e[1], e[2]): e[0] for e in entries if e is not None and e[1] in names}
 
     def read_file(self, key: str) -> tuple[bytes, RefRecord] | None:
@@ -523,9 +507,10 @@ class RefStore:
     def names(self) -> Iterator[str]:
         """Every name with at least one version (names no lookup could reach are left out)."""
         seen = set()
-        for key in self.backend.list("refs/"):
-            head, sep, _ = key[len("refs/") :].partition("/@v/")
-            if sep and head not in seen:
+        for key in self.backend.list(REFS_FOLDER):
+            found = parse_ref_key(key)
+            head = found.name if found is not None and found.kind == "v" else None
+            if head is not None and head not in seen:
                 seen.add(head)
                 try:
                     check_name(head)

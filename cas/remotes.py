@@ -20,11 +20,12 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from cas import keys
 from cas.backends.base import Backend
-from cas.errors import CorruptObjectError, InvalidNameError, RefNotFoundError
+from cas.errors import CorruptObjectError, InvalidArgumentError, RemoteNotFoundError
 from cas.refs import check_label
 
-REMOTES_KEY = "remotes"
+REMOTES_KEY = keys.REMOTES_KEY
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +71,10 @@ class RemoteList:
             if len(remotes) == 1:
                 return next(iter(remotes.values()))
             if not remotes:
-                raise RefNotFoundError("this store has no remotes: add one with `cas remote add NAME URL`")
-            raise InvalidNameError(f"several remotes ({', '.join(sorted(remotes))}): name one")
-        if name not in remotes:
-            raise RefNotFoundError(f"no remote named {name!r}")
+                raise RemoteNotFoundError("this store has no remotes: add one with `cas remote add NAME URL`")
+            raise InvalidArgumentError(f"several remotes ({', '.join(sorted(remotes))}): name one")
+        if not isinstance(name, str) or name not in remotes:
+            raise RemoteNotFoundError(f"no remote named {name!r}")
         return remotes[name]
 
     def read_through(self) -> Remote | None:
@@ -93,7 +94,7 @@ class RemoteList:
         """
         check_label(name, "remote name")
         if not isinstance(url, str) or not url:
-            raise InvalidNameError("a remote needs a URL or path")
+            raise InvalidArgumentError("a remote needs a URL or path")
         remotes = self.all()
         if read_through:
             remotes = {k: Remote(r.name, r.url, False, r.trust_cache) for k, r in remotes.items()}
@@ -105,8 +106,8 @@ class RemoteList:
 
     def remove(self, name: str) -> None:
         remotes = self.all()
-        if name not in remotes:
-            raise RefNotFoundError(f"no remote named {name!r}")
+        if not isinstance(name, str) or name not in remotes:
+            raise RemoteNotFoundError(f"no remote named {name!r}")
         del remotes[name]
         self._write(remotes)
 

@@ -21,8 +21,9 @@ from cas.buffers import filled_bytes
 from cas.chunking import BufferPool
 from cas.errors import CorruptObjectError, IntegrityError, ObjectNotFoundError
 from cas.hashing import digest, short
+from cas.keys import pack_key
 from cas.objects import FileEntry
-from cas.objectstore import ChunkLocation, ObjectStore, check_entry_header, pack_key
+from cas.objectstore import ChunkLocation, ObjectStore, check_entry_header
 
 SPAN_BYTES = 16 << 20
 MAX_RUN_CHUNKS = 500  # two iovecs per chunk stay under IOV_MAX

@@ -39,12 +39,13 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cas import canonical
+from cas import artifacts, canonical
 from cas.destination import unsafe_file_name
 from cas.errors import (
     CasError,
     IncompatibleArtifactError,
     PathRequiredError,
+    StepOutputError,
     UnsupportedTypeError,
     UntrustedPickleError,
 )
@@ -56,6 +57,8 @@ if TYPE_CHECKING:
     from cas.store import Ref, Store
 
 PARAM_MAX_BYTES = 64 << 10
+#: How a step given no store opens one: ``cas.open``, set by ``cas.store`` (which builds on this module).
+_open_default_store: Callable[[], Store] | None = None
 _pipeline: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("cas_pipeline", default=None)
 
 
@@ -201,7 +204,7 @@ def split_outputs(result: Any, names: Sequence[str] | None, step: str = "the ste
             return "tuple", dict(zip(names, result, strict=True))
         if type(result) is dict and len(result) == len(names) and set(result) == set(names):
             return "dict", dict(result)  # the order the step returned, which join_outputs gives back
-        raise TypeError(
+        raise StepOutputError(
             f"step {step!r} declares outputs {list(names)} but returned {type_name_of(type(result))}: "
             f"return a tuple of {len(names)} values, or a dict with exactly those keys"
         )
@@ -288,9 +291,9 @@ class Step:
     @property
     def store(self) -> Store:
         if self._store is None:
-            from cas.store import open as open_store
-
-            self._store = open_store()
+            if _open_default_store is None:
+                raise CasError("no store: pass store= to the step, or import cas (whose cas.open opens one)")
+            self._store = _open_default_store()
         return self._store
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -345,7 +348,7 @@ class Step:
                 status="failed", started=started, error=f"{type(exc).__name__}: {exc}",
             )  # fmt: skip
             raise
-        packages = [p for name in refs for p in store.materializer_packages(refs[name])]
+        packages = [p for name in refs for p in artifacts.materializer_packages(store.repository, refs[name])]
         run = store.record_run(
             step=self.name, code=self.code, params=params, inputs=inputs,
             outputs={name: bytes.fromhex(ref.hash) for name, ref in refs.items()},
@@ -467,6 +470,12 @@ def _unstorable(exc: UnsupportedTypeError, value: Any) -> str:
     if reason == f"no materializer for {type_name_of(type(value))}":
         return "which no materializer handles"
     return f"which cas can not store without pickle ({reason})"
+
+
+def set_default_store_opener(opener: Callable[[], Store]) -> None:
+    """Set how a step given no store opens one (``cas.store`` sets ``cas.open``)."""
+    global _open_default_store
+    _open_default_store = opener
 
 
 def step(

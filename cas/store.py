@@ -4,64 +4,52 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import materializers
-from cas import canonical
+from cas import artifacts, fsck, gc, history, maintenance, remoting, steps, usage
+from cas import lineage as lineage_walk
 from cas import visualize as visualize_mod
-from cas.backends import Backend, backend_for
-from cas.config import StoreConfig, load_config
+from cas.artifacts import Ref, RefLike, ref_of
+from cas.backends import Backend
+from cas.config import CONFIG_KEY, StoreConfig
 from cas.errors import (
-    AmbiguousRefError,
-    BackendError,
-    CorruptObjectError,
+    ArgumentTypeError,
+    CasError,
     IncompatibleArtifactError,
-    InvalidMetadataError,
+    InvalidArgumentError,
     InvalidNameError,
     LoadError,
     ObjectNotFoundError,
     RefNotFoundError,
     UnsupportedTypeError,
     UntrustedPickleError,
+    check_argument_type,
 )
-from cas.hashing import from_hex, is_full_hex, is_hex_prefix, short, to_hex
-from cas.history import History
-from cas.maintenance import Maintenance
-from cas.objects import Artifact, Tree, kind_of
+from cas.fsck import FsckReport
+from cas.gc import GcReport
+from cas.hashing import from_hex, to_hex
+from cas.history import LogEntries
+from cas.metadata import check_metadata
+from cas.objects import Artifact, Tree
 from cas.objectstore import EXPANSION_ALLOWANCE, MAX_EXPANSION, ObjectStore
-from cas.refs import RefRecord, RefSpec, RefStore, check_name, check_new_label, parse_ref
-from cas.remoting import Remoting
-from cas.runs import RunIndex
+from cas.progress import ProgressCallback
+from cas.refs import RefRecord, RefStore, check_name, check_new_label
+from cas.remotes import RemoteList
+from cas.repository import Repository, backend_at, open_remote
+from cas.runs import Run, RunIndex
 from cas.steps import Provenance
+from cas.sync import TransferReport, transfer
 from cas.trees import TreeReader, TreeWriter
+from cas.usage import Usage
 from materializers.base import Materializer, type_name_of, with_writer_record
 from materializers.builtin import executable_paths
+from materializers.registry import registry
 from materializers.visuals import Visualization
-
-
-@dataclass(frozen=True, slots=True)
-class Ref:
-    """An artifact's hash, and the name and version it was reached by (if any)."""
-
-    hash: str
-    name: str | None = None
-    version: int | str | None = None  # the label if one was given, else the number
-    number: int | None = None
-
-    def __str__(self) -> str:
-        if self.name is None:
-            return self.hash
-        return f"{self.name}@{self.version}" if self.version is not None else self.name
-
-    @property
-    def short(self) -> str:
-        return short(self.hash)
 
 
 @dataclass(frozen=True)
@@ -89,12 +77,8 @@ class ArtifactInfo:
     chunks: int = field(default=0)
 
 
-RefLike = str | Ref
-_CHECKED_CREATE: set[str] = set()  # backends whose create-if-absent was probed in this process
-
-
-class Store(History, Maintenance, Remoting):
-    """A content-addressed artifact store on one backend."""
+class Store:
+    """A content-addressed artifact store on one backend: the public front over a ``Repository``."""
 
     def __init__(
         self,
@@ -109,48 +93,54 @@ class Store(History, Maintenance, Remoting):
         max_expansion: float = MAX_EXPANSION,
         expansion_allowance: int = EXPANSION_ALLOWANCE,
     ) -> None:
-        self.backend = backend
-        if not single_writer and backend.url not in _CHECKED_CREATE:
-            backend.check_create_if_absent()
-            _CHECKED_CREATE.add(backend.url)
-        self.config: StoreConfig = load_config(backend, create=create)
+        self.repository = Repository(
+            backend,
+            create=create,
+            workers=workers,
+            single_writer=single_writer,
+            read_through=read_through,
+            max_expansion=max_expansion,
+            expansion_allowance=expansion_allowance,
+        )
         #: Store with cloudpickle what no materializer handles (``put`` may override).
         self.allow_pickle = self.config.allow_pickle if allow_pickle is None else allow_pickle
         #: Load pickles. Never read from the store's own config: a shared store
         #: must not be able to make its readers run its code.
         self.trust_pickle = trust_pickle
-        self._executor = ThreadPoolExecutor(
-            max_workers=workers or max(4, (os.cpu_count() or 2) + 2), thread_name_prefix="cas"
-        )
-        self.objects = ObjectStore(
-            backend,
-            self._executor,
-            compression_level=self.config.compression_level,
-            max_expansion=max_expansion,
-            expansion_allowance=expansion_allowance,
-        )
-        self.refs = RefStore(backend)
-        self.run_index = RunIndex(backend)
         #: Objects loaded by get or returned by steps, with their artifact hashes.
         self.provenance = Provenance()
-        self._read_through: Store | None = None
-        self._read_through_checked = not read_through
-        if read_through:
-            self.objects.fetch_missing = self.fetch_missing
+
+    # -- the repository's parts ------------------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        return self.repository.backend
+
+    @property
+    def config(self) -> StoreConfig:
+        return self.repository.config
+
+    @property
+    def objects(self) -> ObjectStore:
+        return self.repository.objects
+
+    @property
+    def refs(self) -> RefStore:
+        return self.repository.refs
+
+    @property
+    def run_index(self) -> RunIndex:
+        return self.repository.run_index
 
     @property
     def url(self) -> str:
-        return self.backend.url
+        return self.repository.url
 
     def __repr__(self) -> str:
         return f"<cas.Store {self.url}>"
 
     def close(self) -> None:
         """Stop the worker threads and release open files."""
-        self._executor.shutdown(wait=True)
-        self.backend.close()
-        if self._read_through is not None:
-            self._read_through.close()
+        self.repository.close()
 
     def __enter__(self) -> Store:
         return self
@@ -187,11 +177,15 @@ class Store(History, Maintenance, Remoting):
         ``allow_pickle`` lets cloudpickle store what no materializer handles
         (default: the store's setting, off unless ``cas.open(allow_pickle=True)``).
         ``visualize`` also computes and stores the value's visualizations.
-        Raises InvalidNameError (bad name, version or tag), InvalidMetadataError,
+        Raises InvalidNameError (bad name, version or tag), InvalidArgumentError (a version or
+        tag without a name, an argument of the wrong type), InvalidMetadataError,
         UnsupportedTypeError (no materializer), RefExistsError (``version`` taken
         by another artifact), SourceNotFoundError, BackendError.
         """
-        tags = tuple(tags)
+        try:
+            tags = tuple(tags)
+        except TypeError:
+            raise ArgumentTypeError(f"tags must be an iterable of str, not {type(tags).__name__}") from None
         if name is not None:
             self.refs.check_creatable(name)
             if version is not None:
@@ -199,8 +193,8 @@ class Store(History, Maintenance, Remoting):
             for tag in tags:
                 check_new_label(tag, "tag")
         elif version is not None or tags or new_version:
-            raise InvalidNameError("a version or tag needs a name: put(obj, name, version=..., tags=...)")
-        user_metadata = _check_metadata(metadata or {})
+            raise InvalidArgumentError("a version or tag needs a name: put(obj, name, version=..., tags=...)")
+        user_metadata = check_metadata(metadata or {})
         allow = self.allow_pickle if allow_pickle is None else allow_pickle
         try:
             mat = self._materializer(obj, materializer)
@@ -208,7 +202,7 @@ class Store(History, Maintenance, Remoting):
         except UnsupportedTypeError:
             if not allow or materializer is not None:
                 raise
-            mat = materializers.registry.by_name("cas.pickle")
+            mat = registry.by_name("cas.pickle")
             tree = self._save(mat, obj)
         tree_digest = self.objects.put_object(tree.to_bytes())
         artifact = Artifact(
@@ -217,20 +211,22 @@ class Store(History, Maintenance, Remoting):
             materializer=mat.name,
             materializer_version=mat.version,
             size=tree.size,
-            metadata=_check_metadata(with_writer_record(mat, mat.metadata(obj))),
+            metadata=check_metadata(with_writer_record(mat, mat.metadata(obj))),
             user_metadata=user_metadata,
         )
         digest = self.objects.put_object(artifact.to_bytes())
         if visualize and not mat.executes_code:
             self.objects.flush()
-            visualize_mod.save(self, digest, [*mat.visualize(obj), *visualize_mod.compute_listing(self, digest)])
+            visualize_mod.save(
+                self.objects, digest, [*mat.visualize(obj), *visualize_mod.compute_listing(self.objects, digest)]
+            )
         if name is None:
             return Ref(to_hex(digest))
         self.objects.flush()  # in a batch: a ref is written only after what it reaches
         record = self.refs.create_version(name, digest, label=version, reuse_latest=not new_version)
         for tag in tags:
             self.refs.set_tag(name, tag, record)
-        return _ref_of(name, record)
+        return ref_of(name, record)
 
     def _save(self, mat: Materializer, obj: Any) -> Tree:
         writer = TreeWriter(self.objects, self.config.chunking)
@@ -265,11 +261,12 @@ class Store(History, Maintenance, Remoting):
 
     def _materializer(self, obj: Any, chosen: Materializer | type[Materializer] | str | None) -> Materializer:
         if chosen is None:
-            return materializers.registry.for_object(obj)
+            return registry.for_object(obj)
         if isinstance(chosen, str):
-            return materializers.registry.by_name(chosen)
-        if isinstance(chosen, type):
+            return registry.by_name(chosen)
+        if isinstance(chosen, type) and issubclass(chosen, Materializer):
             return chosen()
+        check_argument_type(chosen, Materializer, "materializer")
         return chosen
 
     # -- reading -------------------------------------------------------------
@@ -284,79 +281,13 @@ class Store(History, Maintenance, Remoting):
         return self._resolve(ref)[0]
 
     def _resolve(self, ref: RefLike) -> tuple[Ref, RefRecord | None]:
-        try:
-            return self._resolve_here(ref)
-        except ObjectNotFoundError:  # RefNotFoundError too: maybe the read-through remote knows it
-            remote = self.read_through_store()
-            if remote is None:
-                raise
-            try:
-                return remote._resolve(ref)
-            except ObjectNotFoundError:
-                pass
-            raise
-
-    def _resolve_here(self, ref: RefLike) -> tuple[Ref, RefRecord | None]:
-        if isinstance(ref, Ref):
-            return ref, None
-        if not isinstance(ref, str) or not ref:
-            raise InvalidNameError(f"a ref must be a non-empty string, not {ref!r}")
-        if "@" in ref:
-            spec = parse_ref(ref)
-            record = self.refs.resolve(spec)
-            return _ref_of(spec.name, record), record
-        # A name never shadows a hash. New names that could be read as one are
-        # refused (check_new_name), but another writer can plant their ref files:
-        # 64 hex digits always mean that hash; 6 to 63 hex digits that are both
-        # a name here and a hash prefix raise AmbiguousRefError.
-        if is_full_hex(ref):
-            return Ref(ref), None
-        if not is_hex_prefix(ref):
-            check_name(ref)
-            record = self.refs.resolve(RefSpec(ref, None))
-            return _ref_of(ref, record), record
-        if not self._is_name(ref):
-            return Ref(to_hex(self.objects.resolve_prefix(ref))), None
-        digest = self._prefix_match(ref)
-        if digest is not None:
-            raise AmbiguousRefError(
-                f"{ref!r} is both a name and a prefix of the hash {short(digest)}: "
-                f"write {ref}@<version> for the name, or the full hash"
-            )
-        record = self.refs.resolve(RefSpec(ref, None))
-        return _ref_of(ref, record), record
-
-    def _is_name(self, text: str) -> bool:
-        try:
-            return bool(self.refs.version_numbers(text))
-        except InvalidNameError:
-            return False
-
-    def _prefix_match(self, prefix: str) -> bytes | None:
-        """The one object ``prefix`` names here or in the read-through remote; None if none."""
-        for store in (self, self.read_through_store()):
-            if store is not None:
-                try:
-                    return store.objects.resolve_prefix(prefix)
-                except ObjectNotFoundError:
-                    continue
-        return None
+        return artifacts.resolve(self.repository, ref)
 
     def _artifact(self, ref: Ref) -> Artifact:
-        d = from_hex(ref.hash)
-        raw = self.objects.get_object(d)
-        try:
-            return Artifact.from_bytes(raw, key=f"artifact {short(d)}")
-        except CorruptObjectError:
-            # The bytes match their hash, so this is another kind of object, not damage.
-            kind = kind_of(raw)
-            raise ObjectNotFoundError(f"{short(d)} is a {kind}, not an artifact") from None
+        return artifacts.artifact(self.repository, ref)
 
     def _tree(self, artifact: Artifact) -> Tree:
-        tree = Tree.from_bytes(self.objects.get_object(artifact.tree), key=f"tree {short(artifact.tree)}")
-        if tree.size != artifact.size:  # info shows the artifact's size: it must be the files'
-            raise CorruptObjectError(f"artifact says {artifact.size:,} bytes, its tree {tree.size:,}")
-        return tree
+        return artifacts.tree(self.repository, artifact)
 
     def get(
         self,
@@ -387,11 +318,10 @@ class Store(History, Maintenance, Remoting):
         artifact = self._artifact(resolved)
         tree = self._tree(artifact)
         if path is not None:
+            check_argument_type(path, (str, os.PathLike), "path")
             return self._export(artifact, tree, Path(path))
         try:
-            mat = materializers.registry.for_artifact(
-                artifact.materializer, artifact.materializer_version, artifact.metadata
-            )
+            mat = registry.for_artifact(artifact.materializer, artifact.materializer_version, artifact.metadata)
         except LoadError as exc:
             raise exc.about(str(resolved)) from exc.__cause__
         if mat.executes_code and not (self.trust_pickle if trust_pickle is None else trust_pickle):
@@ -457,7 +387,9 @@ class Store(History, Maintenance, Remoting):
                     continue
                 seen.add(d)
                 loc = self.objects.locate(d)
-                total += loc.entry.stored if loc is not None else self.stored_size_of(d)  # maybe read-through
+                total += (
+                    loc.entry.stored if loc is not None else self.repository.stored_size_of(d)
+                )  # maybe read-through
         return total
 
     def visualizations(self, ref: RefLike, *, save: bool = False) -> list[Visualization]:
@@ -466,11 +398,11 @@ class Store(History, Maintenance, Remoting):
         Computing loads the value (never a pickle). See ``materializers.visuals``.
         """
         digest = from_hex(self.resolve(ref).hash)
-        found = visualize_mod.stored(self, digest)
+        found = visualize_mod.stored(self.objects, digest)
         if found is None:
-            found = visualize_mod.compute(self, digest)
+            found = visualize_mod.compute(self.objects, digest, self._load_for_view)
             if save:
-                visualize_mod.save(self, digest, found)
+                visualize_mod.save(self.objects, digest, found)
         return found
 
     def exists(self, ref: RefLike) -> bool:
@@ -479,7 +411,7 @@ class Store(History, Maintenance, Remoting):
             resolved = self.resolve(ref)
             if self.objects.has_any(from_hex(resolved.hash)):
                 return True
-            remote = self.read_through_store()
+            remote = self.repository.read_through()
             return remote is not None and remote.objects.has_any(from_hex(resolved.hash))
         except (RefNotFoundError, ObjectNotFoundError):
             return False
@@ -493,66 +425,199 @@ class Store(History, Maintenance, Remoting):
         check_name(name)
         return [self.resolve(f"{name}@{n}") for n in self.refs.version_numbers(name)]
 
+    def _load_for_view(self, digest: bytes) -> Any:
+        """Load a value to draw it (never a pickle)."""
+        return self.get(to_hex(digest), trust_pickle=False)
 
-def _ref_of(name: str, record: RefRecord) -> Ref:
-    version: int | str | None = record.label if record.label is not None else record.number
-    return Ref(to_hex(record.target), name, version, record.number)
+    # -- runs (cas.history) ------------------------------------------------------------
+    def record_run(
+        self,
+        *,
+        step: str,
+        inputs: Mapping[str, RefLike | bytes] | None = None,
+        outputs: Mapping[str, RefLike | bytes] | None = None,
+        params: dict[str, Any] | None = None,
+        code: bytes | None = None,
+        cache_key: bytes | None = None,
+        status: str = "completed",
+        started: float | None = None,
+        ended: float | None = None,
+        parents: Sequence[bytes] | None = None,
+        cached_from: bytes | None = None,
+        returns: str = "dict",
+        order: Sequence[str] = (),
+        environment: dict[str, Any] | None = None,
+        message: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> Run:
+        return history.record_run(
+            self.repository, step=step, inputs=inputs, outputs=outputs, params=params, code=code,
+            cache_key=cache_key, status=status, started=started, ended=ended, parents=parents,
+            cached_from=cached_from, returns=returns, order=order, environment=environment,
+            message=message, metadata=metadata, error=error,
+        )  # fmt: skip
 
+    record_run.__doc__ = history.record_run.__doc__
 
-def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
-    """Metadata as the plain data that is stored (and that ``info`` shows).
+    def cached_run(self, cache_key: bytes, *, expires_after: float | timedelta | None = None) -> Run | None:
+        return history.cached_run(self.repository, cache_key, expires_after=expires_after)
 
-    Plain data is None, bool, int, float, str, bytes, lists and dicts with str
-    keys. Exactly these conversions happen: tuple -> list; a subclass of bool,
-    int, float, str or bytes (IntEnum, StrEnum...) -> the base type's value;
-    bytearray and memoryview -> bytes; numpy bool, integer and floating scalars
-    (up to 64 bits) -> bool, int, float. Anything else raises
-    InvalidMetadataError naming the key path, e.g. ``metadata['metrics']['when']``.
-    """
-    if not isinstance(value, dict):
-        raise InvalidMetadataError(f"metadata must be a dict, not {type(value).__name__}")
-    plain = _plain(value, "metadata", 0)
-    try:
-        canonical.encode(plain)
-    except canonical.EncodingError as exc:  # an int beyond 64 bits
-        raise InvalidMetadataError(f"metadata is not plain data: {exc}") from None
-    return plain  # type: ignore[no-any-return]
+    cached_run.__doc__ = history.cached_run.__doc__
 
+    def run(self, run_hash: bytes | str) -> Run:
+        return self.repository.run(run_hash)
 
-def _plain(value: Any, path: str, depth: int) -> Any:
-    """``value`` converted to plain data (see _check_metadata); InvalidMetadataError names ``path``."""
-    if depth > canonical.MAX_DEPTH:
-        raise InvalidMetadataError(f"{path}: nested deeper than {canonical.MAX_DEPTH}")
-    t = type(value)
-    if value is None or t is str or t is float or t is bool or t is bytes:
-        return value
-    if t is int or (isinstance(value, int) and not isinstance(value, bool)):
-        number = int.__index__(value)
-        if not -(1 << 63) <= number < 1 << 64:
-            raise InvalidMetadataError(f"{path}: int {number} does not fit in 64 bits")
-        return number
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise InvalidMetadataError(f"{path}: key {key!r} is a {type(key).__name__}, not a str")
-            key = str.__str__(key)  # a str subclass (StrEnum) as its value
-            out[key] = _plain(item, f"{path}[{key!r}]", depth + 1)
-        return out
-    if isinstance(value, (list, tuple)):
-        return [_plain(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
-    if isinstance(value, float):
-        return float.__float__(value)
-    if isinstance(value, str):
-        return str.__str__(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return value.tobytes() if isinstance(value, memoryview) else bytes(value)
-    np = sys.modules.get("numpy")  # a numpy scalar exists only once numpy is imported
-    if np is not None and isinstance(value, (np.bool_, np.integer)):
-        return value.item()
-    if np is not None and isinstance(value, np.floating) and value.itemsize <= 8:
-        return float(value)
-    raise InvalidMetadataError(f"{path}: {type(value).__module__}.{type(value).__qualname__} is not plain data")
+    run.__doc__ = Repository.run.__doc__
+
+    def runs(self, *, step: str | None = None, skipped: list[str] | None = None) -> Iterator[Run]:
+        return history.runs(self.repository, step=step, skipped=skipped)
+
+    runs.__doc__ = history.runs.__doc__
+
+    def log(self, name: str | None = None, *, step: str | None = None, limit: int | None = None) -> LogEntries:
+        return history.log(self.repository, name, step=step, limit=limit)
+
+    log.__doc__ = history.log.__doc__
+
+    def producer(self, ref: RefLike, *, skipped: list[str] | None = None) -> Run | None:
+        return history.producer(self.repository, ref, skipped=skipped)
+
+    producer.__doc__ = history.producer.__doc__
+
+    def lineage(
+        self,
+        ref: RefLike | Run,
+        direction: str = "up",
+        depth: int | None = None,
+        *,
+        limit: int = lineage_walk.MAX_NODES,
+    ) -> lineage_walk.LineageGraph:
+        return history.lineage(self.repository, ref, direction, depth, limit=limit)
+
+    lineage.__doc__ = history.lineage.__doc__
+
+    def rebuild_run_index(self, *, trust_runs: bool = False) -> int:
+        return history.rebuild_run_index(self.repository, trust_runs=trust_runs)
+
+    rebuild_run_index.__doc__ = history.rebuild_run_index.__doc__
+
+    def step(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+        """``@store.step``: a step bound to this store (options as for ``cas.step``)."""
+        return steps.step(fn, store=self, **options)
+
+    def pipeline(self, name: str) -> AbstractContextManager[dict[str, Any]]:
+        """``with store.pipeline("train"):`` groups the runs of one pipeline execution."""
+        return steps.pipeline(name)
+
+    # -- maintenance (cas.maintenance, cas.gc, cas.fsck, cas.usage) ---------------------
+    def delete(self, ref: str) -> list[str]:
+        return maintenance.delete(self.refs, ref)
+
+    delete.__doc__ = maintenance.delete.__doc__
+
+    def untag(self, ref: str) -> None:
+        maintenance.untag(self.refs, ref)
+
+    untag.__doc__ = maintenance.untag.__doc__
+
+    def prune_runs(self, *, older_than: float | timedelta | None = None, keep_last: int | None = None) -> int:
+        return maintenance.prune_runs(self.repository, older_than=older_than, keep_last=keep_last)
+
+    prune_runs.__doc__ = maintenance.prune_runs.__doc__
+
+    def gc(
+        self, *, dry_run: bool = False, grace: float | timedelta | None = None, progress: ProgressCallback | None = None
+    ) -> GcReport:
+        """Remove what no ref and no logged run reaches and that is older than ``grace``.
+
+        ``grace`` defaults to the store's ``gc_grace`` setting (one hour). An artifact
+        put without a name and used by no run is unreachable: gc removes it once it
+        is older than the grace period. Raises IntegrityError if a ref is unreadable,
+        InvalidArgumentError for a grace that is negative, NaN or not a number.
+        """
+        seconds = gc.grace_seconds(grace, self.config.gc_grace)
+        return gc.collect(self.repository, dry_run=dry_run, grace=seconds, progress=progress)
+
+    def fsck(self, *, repair: bool = False, progress: ProgressCallback | None = None) -> FsckReport:
+        """Verify every object, pack and reference; ``repair`` removes corrupt objects (never refs)."""
+        return fsck.check(self.repository, repair=repair, progress=progress)
+
+    def du(self, *, top: int = 10, progress: ProgressCallback | None = None) -> Usage:
+        """Counts and sizes by kind, logical vs stored bytes, dedup and compression ratios."""
+        return usage.usage(self.repository, top=top, progress=progress)
+
+    # -- other stores (cas.remoting, cas.sync) -------------------------------------------
+    @property
+    def remotes(self) -> RemoteList:
+        """This store's remotes (``add``, ``remove``, ``get``, ``all``)."""
+        return self.repository.remotes
+
+    def push(
+        self,
+        remote: str | os.PathLike[str] | Store | None = None,
+        refs: Sequence[str] | None = None,
+        *,
+        on_conflict: str = "fail",
+        progress: ProgressCallback | None = None,
+    ) -> TransferReport:
+        """Copy ``refs`` (default: every ref and every run) and their history to ``remote``.
+
+        ``remote`` is a remote's name (default ``origin``, or the only one), a
+        URL or path, or an open Store; a store that does not exist yet is
+        created with this store's settings. Only objects the remote lacks
+        move; refs are written last. A version the remote holds with another
+        artifact is a conflict: ``on_conflict="fail"`` (default) raises
+        RefConflictError before copying anything, ``"skip"`` leaves it out,
+        ``"rename"`` gives it the remote's next free version number. Copied
+        runs get cache entries there only if they answer this store's own
+        cache lookups (a run pulled from an untrusted remote never does).
+        Bad refs, runs and objects are left out and listed in the report's
+        ``skipped``; labels and tags must agree with the version they name.
+        """
+        other, owned = self._other(remote, create=True)
+        try:
+            return transfer(self.repository, other, refs, action="push", on_conflict=on_conflict, progress=progress)
+        finally:
+            if owned:
+                other.close()
+
+    def pull(
+        self,
+        remote: str | os.PathLike[str] | Store | None = None,
+        refs: Sequence[str] | None = None,
+        *,
+        on_conflict: str = "fail",
+        progress: ProgressCallback | None = None,
+        trust_cache: bool | None = None,
+    ) -> TransferReport:
+        """Copy ``refs`` (default: everything) and their history from ``remote`` into this store; see ``push``.
+
+        Pulled runs answer this store's cache lookups only if ``trust_cache``
+        (default: whether the remote is marked ``trust_cache`` in this store's
+        remotes); otherwise they are copied for log and lineage only.
+        """
+        other, owned = self._other(remote, create=False)
+        try:
+            if trust_cache is None:
+                trust_cache = (
+                    self.remotes.trusting_cache(other.url)
+                    if isinstance(remote, Store)
+                    else remoting.trusts_cache(self.repository, remote, other.url)
+                )
+            return transfer(
+                other, self.repository, refs, action="pull", on_conflict=on_conflict, progress=progress,
+                cache=trust_cache,
+            )  # fmt: skip
+        finally:
+            if owned:
+                other.close()
+
+    def _other(self, remote: str | os.PathLike[str] | Store | None, *, create: bool) -> tuple[Repository, bool]:
+        """The repository ``remote`` names, and whether it was opened here (to be closed after)."""
+        if isinstance(remote, Store):
+            return remote.repository, False
+        return remoting.open_other(self.repository, remote, create=create), True
 
 
 def open(  # noqa: A001  (cas.open, like io.open)
@@ -592,14 +657,11 @@ def open(  # noqa: A001  (cas.open, like io.open)
             try:
                 extra = json.loads(os.environ["CAS_STORAGE_OPTIONS"])
             except ValueError as exc:
-                raise InvalidNameError(f"CAS_STORAGE_OPTIONS is not JSON: {exc}") from None
+                raise InvalidArgumentError(f"CAS_STORAGE_OPTIONS is not JSON: {exc}") from None
             storage_options = {**extra, **(storage_options or {})}
-    try:
-        backend = backend_for(url, storage_options)
-    except ImportError as exc:
-        raise BackendError(f"{url}: {exc} (for S3: pip install 'cas-store[s3]')") from None
+    check_argument_type(url, (str, os.PathLike), "url")
     return Store(
-        backend,
+        backend_at(url, storage_options),
         create=create,
         workers=workers,
         allow_pickle=allow_pickle,
@@ -611,10 +673,57 @@ def open(  # noqa: A001  (cas.open, like io.open)
     )
 
 
+def clone(
+    url: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
+    *,
+    trust_cache: bool = False,
+    on_report: Callable[[TransferReport], None] | None = None,
+    progress: ProgressCallback | None = None,
+    **options: Any,
+) -> Store:
+    """Make a new store at ``path`` (default ``./.cas``) with everything the store at ``url`` holds.
+
+    The new store takes the other's chunking and compression (so dedup
+    carries over) but none of its policy: ``allow_pickle`` and the gc grace
+    period start at their defaults. It names the other store as its remote
+    ``origin``; with ``trust_cache`` that remote is marked trusted for
+    caching and the cloned runs answer cache lookups (otherwise they serve
+    log and lineage only). ``on_report`` receives the pull's TransferReport
+    (what was copied, and what was skipped and why).
+    ``progress`` receives the pull's progress events (cas.progress; default: none).
+    Raises StoreNotFoundError if there is no store at ``url``, StoreExistsError
+    if ``path`` already holds one, InvalidConfigError if ``url``'s config is
+    out of range.
+    """
+    check_argument_type(url, (str, os.PathLike), "url")
+    check_argument_type(path, (str, os.PathLike, type(None)), "path")
+    text = os.fspath(url)
+    source = open_remote(text, like=None)
+    try:
+        target_url = os.fspath(path) if path is not None else str(Path.cwd() / ".cas")
+        remoting.create_like(source, target_url)
+        store = open(target_url, create=False, **options)
+        try:
+            store.remotes.add("origin", text, trust_cache=trust_cache)
+            report = transfer(source, store.repository, None, action="pull", progress=progress, cache=trust_cache)
+        except CasError:
+            store.close()
+            raise
+        if on_report is not None:
+            on_report(report)
+        return store
+    finally:
+        source.close()
+
+
 def _discover(start: Path | None = None) -> Path | None:
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         candidate = folder / ".cas"
-        if (candidate / "config").is_file():
+        if (candidate / CONFIG_KEY).is_file():
             return candidate
     return None
+
+
+steps.set_default_store_opener(open)

@@ -43,17 +43,36 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from cas import visualize
-from cas.errors import BackendError, CasError, CorruptObjectError, InvalidNameError, RefConflictError, RefNotFoundError
+from cas import visualrecords
+from cas.errors import (
+    BackendError,
+    CasError,
+    CorruptObjectError,
+    InvalidArgumentError,
+    InvalidNameError,
+    RefConflictError,
+    RefNotFoundError,
+    check_argument_type,
+)
 from cas.hashing import short
+from cas.keys import (
+    NAMES_FOLDER,
+    REFS_FOLDER,
+    RUNLOG_FOLDER,
+    gone_key,
+    names_key,
+    parse_ref_key,
+    ref_folder,
+    version_key,
+)
 from cas.objects import Artifact, RefRecord, Tree, kind_of
-from cas.progress import Progress
-from cas.refs import check_label, check_name, check_new_label, gone_key, names_key, parse_ref, parse_ref_key
+from cas.progress import Phase, ProgressCallback
+from cas.refs import check_label, check_name, check_new_label, parse_ref
 from cas.runs import Run, RunIndex
 from cas.transfer import ASK_LIMIT, CopyStats, copy_objects, freshen, lacking, present_keys
 
 if TYPE_CHECKING:
-    from cas.store import Store
+    from cas.repository import Repository
 
 CONFLICT_POLICIES = ("fail", "skip", "rename")
 #: Concurrent requests of a transfer (object stores answer in milliseconds; threads hide the wait).
@@ -156,13 +175,13 @@ class _RefFile:
 
 
 def transfer(
-    src: Store,
-    dst: Store,
+    src: Repository,
+    dst: Repository,
     refs: Sequence[str] | None = None,
     *,
     action: str = "push",
     on_conflict: str = "fail",
-    progress: bool | None = None,
+    progress: ProgressCallback | None = None,
     cache: bool = True,
 ) -> TransferReport:
     """Copy ``refs`` (all by default, with every run) and their history from ``src`` to ``dst``.
@@ -174,7 +193,7 @@ def transfer(
     source are left out and listed in the report's ``skipped``.
     """
     if on_conflict not in CONFLICT_POLICIES:
-        raise InvalidNameError(f"on_conflict must be one of {CONFLICT_POLICIES}, not {on_conflict!r}")
+        raise InvalidArgumentError(f"on_conflict must be one of {CONFLICT_POLICIES}, not {on_conflict!r}")
     started = time.perf_counter()
     report = TransferReport(action, dst.url if action == "push" else src.url)
     try:
@@ -188,11 +207,11 @@ def transfer(
 
 
 def _run(
-    src: Store,
-    dst: Store,
+    src: Repository,
+    dst: Repository,
     refs: Sequence[str] | None,
     on_conflict: str,
-    progress: bool | None,
+    progress: ProgressCallback | None,
     report: TransferReport,
     cache: bool,
 ) -> None:
@@ -221,7 +240,7 @@ def _run(
 class _Plan:
     """The state of one transfer."""
 
-    def __init__(self, src: Store, dst: Store, pool: Executor, report: TransferReport, cache: bool) -> None:
+    def __init__(self, src: Repository, dst: Repository, pool: Executor, report: TransferReport, cache: bool) -> None:
         self.src = src
         self.dst = dst
         self.pool = pool
@@ -271,11 +290,12 @@ class _Plan:
 
     def _selected_keys(self, refs: Sequence[str] | None) -> list[str]:
         if refs is None:
-            return sorted(self.src.backend.list("refs/"))
+            return sorted(self.src.backend.list(REFS_FOLDER))
         keys: set[str] = set()
+        check_argument_type(refs, Iterable, "refs")
         for text in refs:
             spec = parse_ref(text)
-            folder = f"refs/{spec.name}/"
+            folder = ref_folder(spec.name)
             mine = [k for k in self.src.backend.list(folder) if (p := parse_ref_key(k)) and p[0] == spec.name]
             if spec.selector is None:
                 chosen = mine
@@ -285,7 +305,7 @@ class _Plan:
                     found = _try_read_ref(self.src, key)
                     record = None if isinstance(found, CasError) else found[1]  # unreadable: select skips it
                     if record is not None and record.number is not None and parse_ref_key(key)[1] != "v":  # type: ignore[index]
-                        chosen.append(f"refs/{spec.name}/@v/{record.number}")
+                        chosen.append(version_key(spec.name, record.number))
             if not chosen:
                 raise RefNotFoundError(f"no ref {text!r} in {self.src.url}")
             keys.update(chosen)
@@ -301,14 +321,14 @@ class _Plan:
         # A version whose names/ entry exists there names the same artifact there: one listing
         # (a few requests per 1,000 versions) settles most refs without reading any.
         versions = [f for f in files if f.kind == "v"]
-        same = present_keys(self.dst.backend, [f.names_key for f in versions], self.pool, whole="names/")
+        same = present_keys(self.dst.backend, [f.names_key for f in versions], self.pool, whole=NAMES_FOLDER)
         for f in versions:
             if f.names_key in same:
                 self.versions_after[(f.name, int(f.selector))] = f.target  # type: ignore[assignment]
         rest = [f for f in files if not (f.kind == "v" and f.names_key in same)]
         self.report.unchanged += len(files) - len(rest)
         ref_keys = [f.key for f in rest] + [f.gone_key for f in rest if f.kind == "v"]
-        there = present_keys(self.dst.backend, ref_keys, self.pool, whole="refs/")
+        there = present_keys(self.dst.backend, ref_keys, self.pool, whole=REFS_FOLDER)
         for f in rest:
             if f.key not in there:
                 if f.kind == "v" and f.gone_key in there:
@@ -362,7 +382,7 @@ class _Plan:
         """Whether a tag on the destination is dated plausibly and agrees with the version it names there."""
         if not _plausible_time(tag.created, now) or tag.number is None:
             return False
-        found = _try_read_ref(self.dst, f"refs/{name}/@v/{tag.number}")
+        found = _try_read_ref(self.dst, version_key(name, tag.number))
         return not isinstance(found, CasError) and found[1] is not None and found[1].target == tag.target
 
     def _check_claims(self) -> None:
@@ -395,7 +415,7 @@ class _Plan:
                 self.skip(f.ref, f"its record names the label {record.label!r}", f.key)
         claims = [f for f in self.to_write if f.kind != "v" and f.key not in self.left_out and f.record is not None]
         unknown = sorted({(f.name, f.record.number) for f in claims} - self.versions_after.keys())  # type: ignore[union-attr]
-        keys = [f"refs/{name}/@v/{number}" for name, number in unknown]
+        keys = [version_key(name, number) for name, number in unknown]  # type: ignore[arg-type]  # numbers set
         for (name, number), found in zip(
             unknown, self.pool.map(lambda k: _try_read_ref(self.dst, k), keys), strict=True
         ):
@@ -494,7 +514,7 @@ class _Plan:
             batch = frontier - seen
             seen |= batch
             known = {src_log[r]: r for r in batch if r in src_log}
-            logged = present_keys(self.dst.backend, known, self.pool, whole="runlog/")
+            logged = present_keys(self.dst.backend, known, self.pool, whole=RUNLOG_FOLDER)
             wanted = sorted(batch - {known[k] for k in logged})
             frontier = set()
             inputs: list[bytes] = []
@@ -545,7 +565,7 @@ class _Plan:
         return self.src.run_index.cached(run.cache_key) == run.hash
 
     # -- objects -------------------------------------------------------------------
-    def copy(self, artifacts: set[bytes], runs: dict[bytes, Run], progress: bool | None) -> None:
+    def copy(self, artifacts: set[bytes], runs: dict[bytes, Run], progress: ProgressCallback | None) -> None:
         """Copy every object the refs and runs reach that the destination lacks; freshen the rest.
 
         An artifact whose objects are missing or damaged in the source (or
@@ -572,7 +592,7 @@ class _Plan:
         missing, present = lacking(self.dst.objects, needed, self.pool)
         failed: dict[bytes, str] = {}
         label = "pushing" if self.report.action == "push" else "pulling"
-        with Progress(f"{label} objects", len(missing), enabled=progress) as bar:
+        with Phase(progress, f"{label} objects", len(missing)) as bar:
             self._add(copy_objects(self.src.objects, self.dst.objects, missing, self.pool,
                                    loose=loose, progress=lambda _: bar.advance(), failed=failed))  # fmt: skip
             touched, gone = freshen(self.dst.objects, present, self.pool)
@@ -590,14 +610,14 @@ class _Plan:
             self.bad[run_hash] = failed[run_hash]
         for record in records:  # after the documents they list
             if not any(d in failed for _, _, d, _ in record.items):
-                visualize.write_record(self.dst, record)
+                visualrecords.write_record(self.dst.backend, record)
 
-    def _visualizations(self, artifacts: set[bytes]) -> list[visualize.VisualizationRecord]:
+    def _visualizations(self, artifacts: set[bytes]) -> list[visualrecords.VisualizationRecord]:
         """The source's visualization records of these artifacts that the destination lacks."""
-        keys = {visualize.record_key(a): a for a in artifacts}
-        there = present_keys(self.src.backend, keys, self.pool, whole=visualize.FOLDER)
-        there -= present_keys(self.dst.backend, there, self.pool, whole=visualize.FOLDER)
-        found = self.pool.map(lambda k: visualize.read_record(self.src, keys[k]), sorted(there))
+        keys = {visualrecords.record_key(a): a for a in artifacts}
+        there = present_keys(self.src.backend, keys, self.pool, whole=visualrecords.FOLDER)
+        there -= present_keys(self.dst.backend, there, self.pool, whole=visualrecords.FOLDER)
+        found = self.pool.map(lambda k: visualrecords.read_record(self.src.backend, keys[k]), sorted(there))
         return [r for r in found if r is not None]
 
     def _add(self, stats: CopyStats) -> None:
@@ -622,7 +642,7 @@ class _Plan:
 class _Producers:
     """Which completed runs produced an artifact: one listing per artifact, or one for all."""
 
-    def __init__(self, store: Store, expected: int) -> None:
+    def __init__(self, store: Repository, expected: int) -> None:
         self.store = store
         self.whole: dict[bytes, list[bytes]] | None = None
         self.expected = expected
@@ -636,7 +656,7 @@ class _Producers:
         return {r for a in wanted for r in self.store.run_index.producers(a)}
 
 
-def _try_read_ref(store: Store, key: str) -> tuple[bytes | None, RefRecord | None] | CasError:
+def _try_read_ref(store: Repository, key: str) -> tuple[bytes | None, RefRecord | None] | CasError:
     """A ref file's bytes and record (verified); (None, None) if it is gone; the error if it is unreadable."""
     try:
         found = store.refs.read_file(key)

@@ -21,12 +21,11 @@ from cas import codec
 from cas.backends.base import Backend
 from cas.errors import CasError, ObjectNotFoundError
 from cas.hashing import short
-from cas.objectstore import ChunkLocation, ObjectStore, object_key, pack_key, verify_packed
+from cas.keys import HEX_FOLDERS, OBJECTS_FOLDER, object_key, pack_key
+from cas.objectstore import ChunkLocation, ObjectStore, verify_packed
 
 #: Up to this many keys are asked about one by one; more are found by listing their folders.
 ASK_LIMIT = 32
-#: Folders whose entries are named by hex digits (listed 16 ways at once on object stores).
-HEX_FOLDERS = ("objects/", "names/", "produced/", "consumed/", "cache/")
 #: Keys an object store returns per listing request (S3's page size).
 LIST_PAGE = 1000
 #: Adjacent chunks of a source pack are read in ranges of up to this many bytes.
@@ -106,7 +105,7 @@ def lacking(dst: ObjectStore, digests: Iterable[bytes], executor: Executor) -> t
     index = dst.chunk_index()
     packed = {d for d in wanted if d in index}
     rest = {object_key(d): d for d in wanted - packed}
-    loose = {rest[k] for k in present_keys(dst.backend, rest, executor, fanout="objects/")}
+    loose = {rest[k] for k in present_keys(dst.backend, rest, executor, fanout=OBJECTS_FOLDER)}
     present = packed | loose
     return wanted - present, present
 

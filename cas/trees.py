@@ -11,7 +11,14 @@ from typing import Any
 from cas import codec, destination, restore
 from cas.backends.base import Buffer
 from cas.chunking import ChunkParams
-from cas.errors import CorruptObjectError, DeclaredSizeError, ExpansionLimitError, InvalidNameError, SourceNotFoundError
+from cas.errors import (
+    CorruptObjectError,
+    DeclaredSizeError,
+    ExpansionLimitError,
+    InvalidArgumentError,
+    InvalidNameError,
+    SourceNotFoundError,
+)
 from cas.hashing import digest, digest_windows, short
 from cas.ingest import ChunkIngest, ChunkRefs, Release
 from cas.objects import INLINE_MAX, ChunkMap, FileEntry, Tree, check_portable_path
@@ -252,7 +259,7 @@ class TreeReader:
     def read_into(self, path: str, dest: memoryview) -> None:
         entry = self._entry(path)
         if len(dest) != entry.size:
-            raise ValueError(f"destination is {len(dest)} bytes, file {path!r} is {entry.size}")
+            raise InvalidArgumentError(f"destination is {len(dest)} bytes, file {path!r} is {entry.size}")
         restore.read_into(self._objects, entry, dest)
 
     def restore_file(self, path: str, target: Path, *, executable: bool = False) -> Path:

@@ -6,14 +6,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from cas import codec
-from cas.errors import CasError
-from cas.gc import key_hash, mark
+from cas import codec, keys
+from cas.errors import CasError, check_argument_type
+from cas.gc import mark
 from cas.objects import Artifact
+from cas.progress import ProgressCallback
 from cas.refs import RefSpec
 
 if TYPE_CHECKING:
-    from cas.store import Store
+    from cas.repository import Repository
 
 
 @dataclass
@@ -48,13 +49,14 @@ class Usage:
         return "\n".join(lines)
 
 
-def usage(store: Store, *, top: int = 10, progress: bool | None = None) -> Usage:
+def usage(store: Repository, *, top: int = 10, progress: ProgressCallback | None = None) -> Usage:
     """Measure the store (reads indexes and small objects, not chunk data)."""
+    check_argument_type(top, int, "top")
     result = Usage()
     backend = store.backend
-    marks = mark(store, strict=False, progress=progress)
-    for key in backend.list("objects/"):
-        h = key_hash(key)
+    marks = mark(store.objects, store.refs, store.run_index, strict=False, progress=progress)
+    for key in backend.list(keys.OBJECTS_FOLDER):
+        h = keys.parse_object_key(key)
         kind = marks.kinds.get(h, "blob" if h in marks.chunks else "unreachable") if h else "stray"
         size = backend.size(key)
         result.counts[kind] += 1
@@ -66,7 +68,7 @@ def usage(store: Store, *, top: int = 10, progress: bool | None = None) -> Usage
     for pack_id, entries in store.objects.pack_entries().items():
         result.counts["pack"] += 1
         try:
-            size = backend.size(f"packs/{pack_id.hex()[:2]}/{pack_id.hex()}")
+            size = backend.size(keys.pack_key(pack_id))
         except FileNotFoundError:
             continue
         result.sizes["pack"] += size
@@ -74,13 +76,12 @@ def usage(store: Store, *, top: int = 10, progress: bool | None = None) -> Usage
         result.counts["chunk"] += len(entries)
         result.sizes["chunk"] += sum(e.raw_size for e in entries)
         result.unique_bytes += sum(e.raw_size for e in entries)
-    for key in backend.list("index/"):
+    for key in backend.list(keys.INDEX_FOLDER):
         result.counts["pack index"] += 1
         result.sizes["pack index"] += backend.size(key)
         result.stored_bytes += backend.size(key)
-    for prefix in ("refs/", "runlog/", "cache/", "chunkmaps/"):
-        keys = [k for k in backend.list(prefix) if "/@gone/" not in k]
-        result.counts[prefix.rstrip("/")] = len(keys)
+    for prefix in (keys.REFS_FOLDER, keys.RUNLOG_FOLDER, keys.CACHE_FOLDER, keys.CHUNKMAPS_FOLDER):
+        result.counts[prefix.rstrip("/")] = sum(1 for k in backend.list(prefix) if not keys.is_gone_key(k))
     per_name = []
     for name in store.names():
         total = 0

@@ -13,7 +13,7 @@ import importlib
 import threading
 from typing import Any, TypeVar
 
-from cas.errors import LoadError, UnsupportedTypeError
+from cas.errors import InvalidArgumentError, LoadError, UnsupportedTypeError
 from materializers.base import Materializer, installed_versions, read_writer_record, type_name_of, versions_text
 
 M = TypeVar("M", bound=type[Materializer])
@@ -52,7 +52,7 @@ class Registry:
     def register(self, cls: M) -> M:
         """Register a materializer class (usable as a decorator); later registrations win."""
         if not cls.name:
-            raise ValueError(f"{cls.__name__} must set a name")
+            raise InvalidArgumentError(f"{cls.__name__} must set a name")
         instance = cls()
         with self._lock:
             self._by_name[cls.name] = instance

@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-MEDIA_TYPES = ("text/html", "image/svg+xml", "image/png", "text/markdown", "text/csv", "text/plain")
+from cas.errors import InvalidArgumentError
+from cas.visualrecords import MEDIA_TYPES
+
 #: How much of a value a preview shows.
 HEAD_BYTES = 2048
 TREE_ITEMS = 50
@@ -34,7 +36,7 @@ class Visualization:
 
     def __post_init__(self) -> None:
         if self.media_type not in MEDIA_TYPES:
-            raise ValueError(f"unsupported visualization media type {self.media_type!r}")
+            raise InvalidArgumentError(f"unsupported visualization media type {self.media_type!r}")
 
 
 def html_table(rows: Sequence[Sequence[Any]], header: Sequence[Any] | None = None) -> str:

@@ -13,7 +13,7 @@ import fsspec
 import pytest
 
 import cas
-from benchmarks.seaweed import SeaweedFS
+from benchmarks.seaweed import SeaweedFS  # not installed: pytest puts the checkout on sys.path
 from cas.backends import Backend, FsspecBackend, LocalBackend
 
 BACKENDS = ["local", "memory", "s3"]

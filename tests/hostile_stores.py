@@ -118,8 +118,7 @@ class Hostile:
     def run(self, base: Run | None = None, *, cache: bool = False, **changes: Any) -> bytes:
         """Store a run (the legit double run with ``changes``) and index it as the recorder would."""
         run = replace(base or self.legit.runs[0], **changes)
-        run_hash = self.obj(run.to_bytes())
-        run = replace(run, hash=run_hash)
+        run_hash = self.obj(run.to_bytes())  # == run.hash, computed from the same bytes
         backend = self.store.backend
         for artifact in set(run.inputs.values()):
             backend.write(f"consumed/{artifact.hex()}/{run_hash.hex()}", b"")

@@ -28,6 +28,9 @@ def test_missing_keys(backend: Backend) -> None:
         backend.delete("nope/x")
     assert not backend.exists("nope/x")
     assert list(backend.list("nope/")) == []
+    with pytest.raises(FileNotFoundError):  # a freshen of what gc removed must say so, never create it
+        backend.touch("nope/x")
+    assert not backend.exists("nope/x")
 
 
 def test_create_is_exclusive(backend: Backend) -> None:

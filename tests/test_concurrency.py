@@ -11,6 +11,7 @@ from pathlib import Path
 import blake3
 
 import cas
+from cas.artifacts import is_complete
 
 WRITERS = 16
 OPS = 12
@@ -101,7 +102,7 @@ def test_sixteen_writers_and_a_gc_loop(tmp_path: Path) -> None:
         for run_id in runs:  # no cache hit pointing at missing data
             run = store.run(run_id)
             hit = store.cached_run(run.cache_key)
-            assert hit is not None and all(store.is_complete(h) for h in hit.outputs.values())
+            assert hit is not None and all(is_complete(store.repository, h) for h in hit.outputs.values())
         report = store.fsck()
         assert report.ok, str(report)
     print(

@@ -26,6 +26,7 @@ import pytest
 from conftest import BUCKET
 
 import cas
+from cas.artifacts import is_complete
 
 pytestmark = pytest.mark.slow  # hundreds of child processes, each killed mid-write
 
@@ -68,9 +69,9 @@ def verify(url: str, journal: Journal) -> None:
             assert blake3.blake3(store.get(ref)).hexdigest() == digest, ref
         for run_id in journal.runs:
             run = store.run(run_id)
-            assert all(store.is_complete(h) for h in run.outputs.values()), run_id
+            assert all(is_complete(store.repository, h) for h in run.outputs.values()), run_id
             hit = store.cached_run(run.cache_key)
-            assert hit is None or all(store.is_complete(h) for h in hit.outputs.values())
+            assert hit is None or all(is_complete(store.repository, h) for h in hit.outputs.values())
         report = store.fsck()
         assert report.ok, str(report)
 

@@ -47,7 +47,7 @@ def test_new_version_forces_one(store: cas.Store) -> None:
     forced = store.put(b"same", "m", new_version=True)
     assert forced.number == 2
     assert store.put(b"same", "m").number == 2
-    with pytest.raises(cas.InvalidNameError):
+    with pytest.raises(cas.InvalidArgumentError):
         store.put(b"same", new_version=True)  # nothing to version without a name
 
 

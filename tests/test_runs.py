@@ -285,7 +285,7 @@ def test_record_run_and_cached_run_low_level(store: cas.Store) -> None:
     assert store.log()[0] == run
     failed = store.record_run(step="train", inputs={"data": "data"}, params={"lr": 0.1}, status="failed", error="oops")
     assert store.cached_run(failed.cache_key) == run  # a failure never replaces the cached run
-    with pytest.raises(cas.InvalidNameError):
+    with pytest.raises(cas.InvalidArgumentError):
         store.record_run(step="x", status="weird")
     with pytest.raises(cas.RefNotFoundError):
         store.record_run(step="x", inputs={"a": "no-such-name"})

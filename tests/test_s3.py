@@ -14,7 +14,7 @@ import pytest
 from conftest import BUCKET
 
 import cas
-from benchmarks.seaweed import KEY, SECRET, SeaweedFS
+from benchmarks.seaweed import KEY, SECRET, SeaweedFS  # not installed: pytest puts the checkout on sys.path
 from cas.backends import FsspecBackend
 
 pytestmark = pytest.mark.slow  # real SeaweedFS servers, started and stopped

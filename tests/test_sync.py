@@ -303,7 +303,7 @@ def test_remotes_are_listed_replaced_and_removed(tmp_path: Path) -> None:
         here.remotes.add("team", "s3://bucket/cas")
         here.remotes.add("backup", "relative/dir", read_through=True)
         assert here.remotes.get("backup").url == str(Path("relative/dir").resolve())
-        with pytest.raises(cas.InvalidNameError, match="several remotes"):
+        with pytest.raises(cas.InvalidArgumentError, match="several remotes"):
             here.remotes.get()
         here.remotes.add("team", "s3://bucket/other", read_through=True)  # replaces; takes read-through
         assert {r.name: r.read_through for r in here.remotes.all().values()} == {"team": True, "backup": False}

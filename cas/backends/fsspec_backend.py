@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 import fsspec
 
 from cas.backends.base import Backend, Buffer, Sink
-from cas.errors import BackendError
+from cas.errors import BackendError, InvalidArgumentError
+from cas.keys import temp_key
 
 T = TypeVar("T")
 
@@ -84,7 +85,7 @@ class FsspecBackend(Backend):
 
     def _path(self, key: str) -> str:
         if key.startswith("/") or ".." in key.split("/"):
-            raise ValueError(f"bad key {key!r}")
+            raise InvalidArgumentError(f"bad key {key!r}")
         return f"{self.root}/{key}"
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -190,18 +191,17 @@ class FsspecBackend(Backend):
             # A server-side copy onto itself with new metadata: a new timestamp, no data moved.
             self._call(self.fs.setxattr, path, cas_freshened=str(time.time()))
             return
-        try:
-            self.fs.touch(path, truncate=False)
-        except (NotImplementedError, ValueError):
-            # No in-place timestamp update: rewrite the (immutable) bytes.
-            self.write(key, self.read(key))
+        # fsspec's touch creates an empty file where the key is missing (memory://, and others):
+        # a key gc just removed would then look present and hold nothing. Rewriting the
+        # (immutable) bytes fails on a missing key and, if gc removes it meanwhile, puts it back whole.
+        self.write(key, self.read(key))
 
     def mtime(self, key: str) -> float:
         return float(self._call(self.fs.modified, self._path(key)).timestamp())
 
     def check_create_if_absent(self) -> None:
         """Refuse a backend that lets a second create of a key succeed (refs would be lost)."""
-        key = f"tmp/probe-{uuid.uuid4().hex}"
+        key = temp_key(f"probe-{uuid.uuid4().hex}")
         try:
             first = self.create(key, b"1")
             second = self.create(key, b"2")

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from cas.backends.base import Backend, Buffer, Sink
-from cas.errors import BackendError, SpecialFileError
+from cas.errors import BackendError, InvalidArgumentError, SpecialFileError
+from cas.keys import TMP_FOLDER
 
 _MAX_OPEN = 64
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
@@ -178,11 +179,11 @@ class LocalBackend(Backend):
     # -- paths -------------------------------------------------------------
     def _path(self, key: str) -> str:
         if key.startswith("/") or ".." in key.split("/"):
-            raise ValueError(f"bad key {key!r}")
+            raise InvalidArgumentError(f"bad key {key!r}")
         return os.path.join(self.url, key)
 
     def temp_path(self) -> str:
-        tmp = os.path.join(self.url, "tmp")
+        tmp = os.path.join(self.url, TMP_FOLDER.rstrip("/"))
         if tmp not in self._dirs:
             os.makedirs(tmp, exist_ok=True)
             self._dirs.add(tmp)

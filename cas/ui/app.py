@@ -30,9 +30,9 @@ from flask import Flask, Response, abort, redirect, render_template, request, ur
 
 import cas
 from cas import visualize
-from cas.errors import CasError, IntegrityError, InvalidNameError, ObjectNotFoundError
+from cas.artifacts import ref_of
+from cas.errors import CasError, IntegrityError, InvalidArgumentError, ObjectNotFoundError
 from cas.hashing import short
-from cas.history import ref_of
 from cas.objects import Artifact
 from cas.refs import RefSpec, check_name
 from cas.runs import Run
@@ -73,9 +73,11 @@ def create_app(store: cas.Store, *, hosts: Iterable[str] | None = None) -> Flask
         if hex_hash not in shown:
             digest = bytes.fromhex(hex_hash)
             try:
-                found = visualize.stored(view, digest)
+                found = visualize.stored(view.objects, digest)
                 if found is None:
-                    found = visualize.compute(view, digest, max_bytes=PREVIEW_BYTES)
+                    found = visualize.compute(
+                        view.objects, digest, lambda d: view.get(d.hex(), trust_pickle=False), max_bytes=PREVIEW_BYTES
+                    )
             except CasError:
                 found = []
             shown[hex_hash] = found
@@ -101,7 +103,7 @@ def create_app(store: cas.Store, *, hosts: Iterable[str] | None = None) -> Flask
     @app.errorhandler(CasError)
     def cas_error(exc: CasError) -> tuple[str, int]:
         # 404: no such thing; 422: a stored record no reader accepts (damaged, or written to harm); 500: the rest
-        status = 404 if isinstance(exc, (ObjectNotFoundError, InvalidNameError)) else 500
+        status = 404 if isinstance(exc, (ObjectNotFoundError, InvalidArgumentError)) else 500
         status = 422 if isinstance(exc, IntegrityError) else status
         return render_template("error.html", message=str(exc), status=status), status
 
@@ -266,8 +268,8 @@ def create_app(store: cas.Store, *, hosts: Iterable[str] | None = None) -> Flask
 
     @app.route("/store")
     def store_page() -> str:
-        usage = local.du(progress=False)  # this store's own bytes (never the read-through remote's)
-        report = local.fsck(progress=False) if request.args.get("fsck") == "1" else None
+        usage = local.du()  # this store's own bytes (never the read-through remote's)
+        report = local.fsck() if request.args.get("fsck") == "1" else None
         return render_template("store.html", usage=usage, report=report, url=store.url)
 
     return app

@@ -16,10 +16,11 @@ from typing import NoReturn, TypeVar
 
 from cas.backends import Backend, Sink, backend_for
 from cas.errors import ReadOnlyStoreError
+from cas.keys import INDEX_FOLDER, OBJECTS_FOLDER, PACKS_FOLDER
 from cas.store import Store
 
 #: Key prefixes named by the hash of what they hold: the same bytes in every store, so safe to read elsewhere.
-SHARED = ("objects/", "packs/", "index/")
+SHARED = (OBJECTS_FOLDER, PACKS_FOLDER, INDEX_FOLDER)
 T = TypeVar("T")
 
 
@@ -88,7 +89,7 @@ class ReadOnlyBackend(Backend):
         self._refuse(key)
 
     def open_sink(self) -> Sink:
-        self._refuse("packs/")
+        self._refuse(PACKS_FOLDER)
 
     def delete(self, key: str) -> NoReturn:
         self._refuse(key)
