@@ -67,12 +67,12 @@ def file_put_get(work: Path, size: int, repeats: int, *, compressible: bool = Fa
         rows[0].stored_bytes = tree_size(store_dir)
         get_times = alternate(
             {
-                "cas": (lambda: store.get("file", path=out), lambda: remove(out)),
+                "cas": (lambda: store.export("file", out), lambda: remove(out)),
                 "plain": (lambda: shutil.copyfile(source, copy), lambda: remove(copy)),
             },
             repeats,
         )
-        store.get("file", path=out)
+        store.export("file", out)
         assert _same_file(out, source), "restored file differs"
     rows.append(
         throughput_row(f"get {label} (to a path)", size, get_times["cas"], get_times["plain"], "file copy", 0.8)
@@ -211,10 +211,11 @@ WORKLOADS = {
 
 
 def run(names: list[str], size: int, repeats: int) -> list[Row]:
-    from benchmarks import maintenance, runs, s3, sync, values
+    from benchmarks import maintenance, runs, s3, sync, torch_checkpoint, values
 
     workloads = {**WORKLOADS, **values.WORKLOADS, **runs.WORKLOADS, **maintenance.WORKLOADS, **s3.WORKLOADS}
     workloads.update(sync.WORKLOADS)
+    workloads.update(torch_checkpoint.WORKLOADS)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="cas-bench-", dir=os.environ.get("CAS_BENCH_DIR")) as tmp:
         for name in names:
@@ -247,7 +248,7 @@ def reset():
     open("/proc/self/clear_refs", "w").write("5")
 store = cas.open(sys.argv[2])
 reset(); base = hwm(); store.put(pathlib.Path(sys.argv[1]), "big"); put = hwm() - base
-reset(); base = hwm(); store.get("big", path=sys.argv[3]); get = hwm() - base
+reset(); base = hwm(); store.export("big", sys.argv[3]); get = hwm() - base
 print(put, get)
 """
 

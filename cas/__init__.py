@@ -42,6 +42,7 @@ from cas.errors import (
     UnsupportedFormatError,
     UnsupportedTypeError,
     UntrustedPickleError,
+    UntrustedTypesError,
     WrongObjectKindError,
 )
 from cas.fsck import FsckReport
@@ -134,6 +135,7 @@ __all__ = [
     "UnsupportedFormatError",
     "UnsupportedTypeError",
     "UntrustedPickleError",
+    "UntrustedTypesError",
     "Usage",
     "VersionLog",
     "Visualization",

@@ -215,7 +215,7 @@ def get(state: _Context, ref: str, output: Path | None, force: bool) -> None:
         else:
             raise click.UsageError("this artifact has several files: pass -o FOLDER")
     with state.busy(f"restoring {info.ref} to {output} ({info.size:,} bytes, verifying every chunk)"):
-        written = store.get(info.ref, path=output)  # the artifact just looked at, even if the name moved since
+        written = store.export(info.ref, output)  # the artifact just looked at, even if the name moved since
     state.say(f"{info.ref.short} -> {written}")
 
 
@@ -282,33 +282,42 @@ def show(state: _Context, ref: str, as_json: bool) -> None:
 def log(state: _Context, name: str | None, step: str | None, limit: int | None, oneline: bool, as_json: bool) -> None:
     """Runs, newest first; with NAME, the versions of that artifact and their runs."""
     store = state.store()
-    entries = store.log(name, step=step, limit=limit)
-    for skipped in entries.skipped:  # unreadable runs or versions: left out, and said so on stderr
-        state.warn(f"cas: skipped {skipped}")
-    if as_json:
-        _dump([_log_json(e) for e in entries])
+    if name is None:
+        runs = store.log(step=step, limit=limit)
+        _warn_skipped(state, runs.skipped)
+        if as_json:
+            _dump([_run_json(r) for r in runs])
+            return
+        for r in runs:
+            state.say(f"{r.short} {r.step} {'cache hit' if r.status == 'cached' else r.status}" if oneline else str(r))
         return
-    for e in entries:
-        if isinstance(e, cas.Run):
-            if oneline:
-                state.say(f"{e.short} {e.step} {'cache hit' if e.status == 'cached' else e.status}")
-            else:
-                state.say(str(e))
-        else:
-            state.say(f"{e.ref.short} {e.ref}" if oneline else str(e))
+    versions = store.history(name, step=step, limit=limit)
+    _warn_skipped(state, versions.skipped)
+    if as_json:
+        _dump([_version_json(v) for v in versions])
+        return
+    for v in versions:
+        state.say(f"{v.ref.short} {v.ref}" if oneline else str(v))
 
 
-def _log_json(entry: Any) -> dict[str, Any]:
-    if isinstance(entry, cas.Run):
-        return {
-            "run": entry.id, "step": entry.step, "status": entry.status, "started": entry.started,
-            "ended": entry.ended, "params": entry.params,
-            "inputs": {k: v.hex() for k, v in entry.inputs.items()},
-            "outputs": {k: v.hex() for k, v in entry.outputs.items()},
-            "cached_from": entry.cached_from.hex() if entry.cached_from else None,
-        }  # fmt: skip
-    return {"ref": str(entry.ref), "hash": entry.ref.hash, "created": entry.created,
-            "run": entry.run.id if entry.run else None}  # fmt: skip
+def _warn_skipped(state: _Context, skipped: list[str]) -> None:
+    for line in skipped:  # unreadable runs or versions: left out, and said so on stderr
+        state.warn(f"cas: skipped {line}")
+
+
+def _run_json(run: cas.Run) -> dict[str, Any]:
+    return {
+        "run": run.id, "step": run.step, "status": run.status, "started": run.started,
+        "ended": run.ended, "params": run.params,
+        "inputs": {k: v.hex() for k, v in run.inputs.items()},
+        "outputs": {k: v.hex() for k, v in run.outputs.items()},
+        "cached_from": run.cached_from.hex() if run.cached_from else None,
+    }  # fmt: skip
+
+
+def _version_json(version: cas.VersionLog) -> dict[str, Any]:
+    return {"ref": str(version.ref), "hash": version.ref.hash, "created": version.created,
+            "run": version.run.id if version.run else None}  # fmt: skip
 
 
 @main.command()

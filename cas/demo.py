@@ -124,7 +124,7 @@ def run(store: Store, say: Say = print) -> None:
     for r in store.log(limit=8):
         say(f"   {r}")
     say("\nversions of demo/model:")
-    for v in store.log("demo/model", limit=3):
+    for v in store.history("demo/model", limit=3):
         say(f"   {v}")
     say("\nwhere demo/model came from (cas lineage demo/model):")
     say(store.lineage("demo/model").to_text())

@@ -37,7 +37,8 @@ release; catch the new class (or its built-in parent) instead::
     ├── UntrustedPickleError             loading a pickle needs trust_pickle=True
     ├── IncompatibleArtifactError        written by a materializer or Python this one can not read
     │   └── LoadError                    verified bytes this process cannot turn back into an object
-    ├── PathRequiredError (+TypeError)   a file tree artifact needs ``path=``
+    │       └── UntrustedTypesError      a stored model names types cas does not trust (never loaded)
+    ├── PathRequiredError (+TypeError)   a file tree artifact has no value: ``export`` writes it
     ├── ReadOnlyStoreError (+PermissionError)  a write through a read-only view (``cas ui``)
     └── BackendError (+OSError)          the storage backend failed
 
@@ -290,8 +291,17 @@ class LoadError(IncompatibleArtifactError):
         )
 
 
+class UntrustedTypesError(LoadError):
+    """A stored model names types outside cas's trusted list: building them could run code chosen by the store.
+
+    cas writes a model with such types as a pickle (with consent), never in a
+    data format, so the file comes from elsewhere or from a cas with another
+    list: it is never loaded, with or without ``trust_pickle``.
+    """
+
+
 class PathRequiredError(CasError, TypeError):
-    """Restoring a file or directory artifact needs a destination ``path``."""
+    """A file or directory artifact has no value to ``get``: ``export(ref, path)`` writes its files."""
 
 
 class InvalidRunError(InvalidArgumentError):

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from cas import keys, steps
 from cas import lineage as lineage_walk
@@ -46,10 +46,16 @@ class VersionLog:
         return f"{self.ref.short} {when} {self.ref}{made}"
 
 
-class LogEntries(list[Any]):
-    """What ``log`` returns: the entries, newest first, and ``skipped``: one line per unreadable record left out."""
+Entry = TypeVar("Entry")
 
-    def __init__(self, entries: Iterable[Any] = (), skipped: Iterable[str] = ()) -> None:
+
+class LogEntries(list[Entry], Generic[Entry]):
+    """Entries newest first (``log``: runs; ``version_history``: versions), and ``skipped``.
+
+    ``skipped`` holds one line per unreadable record left out.
+    """
+
+    def __init__(self, entries: Iterable[Entry] = (), skipped: Iterable[str] = ()) -> None:
         super().__init__(entries)
         self.skipped: list[str] = list(skipped)
 
@@ -190,21 +196,32 @@ def runs(repo: Repository, *, step: str | None = None, skipped: list[str] | None
             yield run
 
 
-def log(repo: Repository, name: str | None = None, *, step: str | None = None, limit: int | None = None) -> LogEntries:
-    """Newest first, as git log: runs (``Run``), or with ``name`` its versions (``VersionLog``).
+def log(repo: Repository, *, step: str | None = None, limit: int | None = None) -> LogEntries[Run]:
+    """Runs, newest first, as git log; ``step`` filters by step name (full or last part), ``limit`` caps the count.
 
-    Unreadable runs and versions are left out and listed in the result's ``skipped``.
+    Unreadable runs are left out and listed in the result's ``skipped``.
     """
     skipped: list[str] = []
-    if name is None:
-        found = LogEntries()
-        for run in runs(repo, step=step, skipped=skipped):
-            if limit is not None and len(found) >= limit:
-                break
-            found.append(run)
-        found.skipped = skipped
-        return found
-    versions = LogEntries()
+    found: LogEntries[Run] = LogEntries()
+    for run in runs(repo, step=step, skipped=skipped):
+        if limit is not None and len(found) >= limit:
+            break
+        found.append(run)
+    found.skipped = skipped
+    return found
+
+
+def version_history(
+    repo: Repository, name: str, *, step: str | None = None, limit: int | None = None
+) -> LogEntries[VersionLog]:
+    """The versions of ``name``, newest first, each with the run that produced it (``VersionLog``).
+
+    ``step`` keeps the versions a run of that step produced; ``limit`` caps how
+    many are returned. Unreadable versions and runs are left out and
+    listed in the result's ``skipped``. Raises InvalidNameError.
+    """
+    skipped: list[str] = []
+    versions: LogEntries[VersionLog] = LogEntries()
     check_name(name)
     for number in reversed(repo.refs.version_numbers(name)):
         if limit is not None and len(versions) >= limit:

@@ -444,8 +444,7 @@ def restore_to_new_folder(store: Store, artifact: bytes) -> Path:
     stored = info.metadata.get("name")
     name = str(stored) if unsafe_file_name(stored) is None else info.ref.short
     folder = Path(tempfile.mkdtemp(prefix="cas-step-output-"))
-    written: Path = store.get(info.ref, path=folder / name)
-    return written
+    return store.export(info.ref, folder / name)
 
 
 def _fits(declared: tuple[str, ...] | None, kind: str, order: tuple[str, ...]) -> bool:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
-from cas import artifacts, fsck, gc, history, maintenance, remoting, steps, usage
+from cas import artifacts, fsck, gc, maintenance, remoting, steps, usage, values
+from cas import history as history_mod
 from cas import lineage as lineage_walk
 from cas import visualize as visualize_mod
 from cas.artifacts import Ref, RefLike, ref_of
@@ -20,21 +21,16 @@ from cas.config import CONFIG_KEY, StoreConfig
 from cas.errors import (
     ArgumentTypeError,
     CasError,
-    IncompatibleArtifactError,
     InvalidArgumentError,
     InvalidNameError,
-    LoadError,
     ObjectNotFoundError,
     RefNotFoundError,
-    UnsupportedTypeError,
-    UntrustedPickleError,
     check_argument_type,
 )
 from cas.fsck import FsckReport
 from cas.gc import GcReport
 from cas.hashing import from_hex, to_hex
-from cas.history import LogEntries
-from cas.metadata import check_metadata
+from cas.history import LogEntries, VersionLog
 from cas.objects import Artifact, Tree
 from cas.objectstore import EXPANSION_ALLOWANCE, MAX_EXPANSION, ObjectStore
 from cas.progress import ProgressCallback
@@ -44,37 +40,12 @@ from cas.repository import Repository, backend_at, open_remote
 from cas.runs import Run, RunIndex
 from cas.steps import Provenance
 from cas.sync import TransferReport, transfer
-from cas.trees import TreeReader, TreeWriter
+from cas.trees import TreeReader
 from cas.usage import Usage
-from materializers.base import Materializer, type_name_of, with_writer_record
-from materializers.builtin import executable_paths
-from materializers.registry import registry
+from cas.values import ArtifactInfo
+from cas.values import FileInfo as FileInfo  # re-exported: cas.store.FileInfo predates cas.values
+from materializers.base import Materializer
 from materializers.visuals import Visualization
-
-
-@dataclass(frozen=True)
-class FileInfo:
-    path: str
-    size: int
-    chunks: int
-
-
-@dataclass(frozen=True)
-class ArtifactInfo:
-    """What ``info`` tells without loading the data."""
-
-    ref: Ref
-    python_type: str
-    materializer: str
-    materializer_version: str
-    size: int
-    stored_size: int
-    metadata: dict[str, Any]
-    user_metadata: dict[str, Any]
-    files: tuple[FileInfo, ...]
-    created: float | None = None
-    tree: str = ""
-    chunks: int = field(default=0)
 
 
 class Store:
@@ -194,32 +165,14 @@ class Store:
                 check_new_label(tag, "tag")
         elif version is not None or tags or new_version:
             raise InvalidArgumentError("a version or tag needs a name: put(obj, name, version=..., tags=...)")
-        user_metadata = check_metadata(metadata or {})
-        allow = self.allow_pickle if allow_pickle is None else allow_pickle
-        try:
-            mat = self._materializer(obj, materializer)
-            tree = self._save(mat, obj)
-        except UnsupportedTypeError:
-            if not allow or materializer is not None:
-                raise
-            mat = registry.by_name("cas.pickle")
-            tree = self._save(mat, obj)
-        tree_digest = self.objects.put_object(tree.to_bytes())
-        artifact = Artifact(
-            tree=tree_digest,
-            python_type=type_name_of(type(obj)),
-            materializer=mat.name,
-            materializer_version=mat.version,
-            size=tree.size,
-            metadata=check_metadata(with_writer_record(mat, mat.metadata(obj))),
-            user_metadata=user_metadata,
+        digest = values.put_value(
+            self.repository,
+            obj,
+            user_metadata=metadata or {},
+            materializer=materializer,
+            allow_pickle=self.allow_pickle if allow_pickle is None else allow_pickle,
+            visualize=visualize,
         )
-        digest = self.objects.put_object(artifact.to_bytes())
-        if visualize and not mat.executes_code:
-            self.objects.flush()
-            visualize_mod.save(
-                self.objects, digest, [*mat.visualize(obj), *visualize_mod.compute_listing(self.objects, digest)]
-            )
         if name is None:
             return Ref(to_hex(digest))
         self.objects.flush()  # in a batch: a ref is written only after what it reaches
@@ -227,15 +180,6 @@ class Store:
         for tag in tags:
             self.refs.set_tag(name, tag, record)
         return ref_of(name, record)
-
-    def _save(self, mat: Materializer, obj: Any) -> Tree:
-        writer = TreeWriter(self.objects, self.config.chunking)
-        try:
-            mat.save(obj, writer)
-            return writer.finish()
-        except BaseException:
-            writer.abort()
-            raise
 
     def batch(self) -> AbstractContextManager[None]:
         """``with store.batch():`` gathers the objects of many small puts into one pack.
@@ -258,16 +202,6 @@ class Store:
             raise InvalidNameError("only a named version can be tagged")
         self.refs.set_tag(resolved.name, tag, record)
         return resolved
-
-    def _materializer(self, obj: Any, chosen: Materializer | type[Materializer] | str | None) -> Materializer:
-        if chosen is None:
-            return registry.for_object(obj)
-        if isinstance(chosen, str):
-            return registry.by_name(chosen)
-        if isinstance(chosen, type) and issubclass(chosen, Materializer):
-            return chosen()
-        check_argument_type(chosen, Materializer, "materializer")
-        return chosen
 
     # -- reading -------------------------------------------------------------
     def resolve(self, ref: RefLike) -> Ref:
@@ -297,100 +231,60 @@ class Store:
         trust_pickle: bool | None = None,
         allow_python_mismatch: bool = False,
     ) -> Any:
-        """Load the artifact ``ref`` names; with ``path``, write its files there instead.
+        """Load the artifact ``ref`` names and return the value.
 
-        A single-file artifact is written to ``path`` itself; a directory
-        artifact (or one of several files) below the folder ``path``. Returns
-        the loaded object, or the Path written. A pickled artifact loads only
-        with ``trust_pickle=True`` (or ``cas.open(trust_pickle=True)``): unpickling
-        runs code chosen by whoever wrote it. Restored files get the usual
-        mode (executable ones keep their bit); the whole destination is
-        checked before anything is written, and a file already at a target
-        path is replaced, never written through (a folder is refused).
-        With ``path`` also raises NonPortablePathError, UnsafeDestinationError
-        (a symlink on the way), DestinationExistsError (the wrong kind).
+        A pickled artifact loads only with ``trust_pickle=True`` (or
+        ``cas.open(trust_pickle=True)``): unpickling runs code chosen by whoever
+        wrote it. A file or folder artifact (``cas.path``) has no value to load:
+        ``export`` writes its files. ``get(ref, path=...)`` is deprecated
+        (DeprecationWarning; removed in cas 0.3): it does what ``export(ref, path)`` does.
         Raises RefNotFoundError, ObjectNotFoundError, AmbiguousRefError,
-        IntegrityError/CorruptObjectError, UnsupportedTypeError, PathRequiredError,
+        IntegrityError/CorruptObjectError, UnsupportedTypeError, PathRequiredError (use ``export``),
         UntrustedPickleError, IncompatibleArtifactError (LoadError when the bytes are intact but this
         process lacks the materializer, module or library versions that wrote them: never CorruptObjectError).
         """
-        resolved = self.resolve(ref)
-        artifact = self._artifact(resolved)
-        tree = self._tree(artifact)
         if path is not None:
-            check_argument_type(path, (str, os.PathLike), "path")
-            return self._export(artifact, tree, Path(path))
-        try:
-            mat = registry.for_artifact(artifact.materializer, artifact.materializer_version, artifact.metadata)
-        except LoadError as exc:
-            raise exc.about(str(resolved)) from exc.__cause__
-        if mat.executes_code and not (self.trust_pickle if trust_pickle is None else trust_pickle):
-            raise UntrustedPickleError(
-                f"{resolved} is a pickle: loading it runs code chosen by whoever wrote it; "
-                "pass trust_pickle=True if you trust this store"
+            warnings.warn(
+                "get(ref, path=...) is deprecated and will be removed in cas 0.3: use export(ref, path), "
+                "which writes the files and returns the Path written",
+                DeprecationWarning,
+                stacklevel=2,
             )
-        mat.check_environment(artifact.metadata, override=allow_python_mismatch)
-        try:
-            try:
-                type_ = mat.resolve_type(artifact.python_type, artifact.metadata)
-            except LoadError:
-                raise
-            except IncompatibleArtifactError as exc:  # a class this process has not imported
-                raise mat.environment_error(artifact.metadata, exc) from exc
-            value = mat.load_checked(TreeReader(self.objects, tree, artifact.metadata), type_)
-        except LoadError as exc:
-            raise exc.about(str(resolved)) from exc.__cause__
+            return self.export(ref, path)
+        resolved, value = values.load_value(
+            self.repository,
+            ref,
+            trust_pickle=self.trust_pickle if trust_pickle is None else trust_pickle,
+            allow_python_mismatch=allow_python_mismatch,
+        )
         self.provenance.remember(value, from_hex(resolved.hash))
         return value
+
+    def export(self, ref: RefLike, path: str | os.PathLike[str]) -> Path:
+        """Write the files of the artifact ``ref`` names to ``path``; return the Path written.
+
+        A single-file artifact is written to ``path`` itself; a directory
+        artifact (or one of several files) below the folder ``path``. Any
+        artifact can be exported: its stored files, whatever its materializer
+        (no code runs, not even for a pickle). Restored files get the usual
+        mode (executable ones keep their bit); the whole destination is
+        checked before anything is written, and a file already at a target
+        path is replaced, never written through (a folder is refused).
+        Raises NonPortablePathError, UnsafeDestinationError (a symlink on the way),
+        DestinationExistsError (the wrong kind), RefNotFoundError, ObjectNotFoundError,
+        AmbiguousRefError, IntegrityError/CorruptObjectError, ArgumentTypeError.
+        """
+        return values.export(self.repository, ref, path)
 
     def reader(self, ref: RefLike) -> TreeReader:
         """The files of an artifact, to read one by one (verified), without a materializer."""
         artifact = self._artifact(self.resolve(ref))
         return TreeReader(self.objects, self._tree(artifact), artifact.metadata)
 
-    def _export(self, artifact: Artifact, tree: Tree, target: Path) -> Path:
-        # The tree and metadata are the store writer's: TreeReader checks the
-        # whole destination (portable paths, no links on the way) before writing.
-        reader = TreeReader(self.objects, tree)
-        paths = [e.path for e in tree.entries]
-        executable = executable_paths(artifact.metadata, paths) if artifact.materializer == "cas.path" else frozenset()
-        if artifact.metadata.get("kind") == "directory" or len(paths) != 1:
-            return reader.restore_tree(target, executable=executable)
-        return reader.restore_file(paths[0], target, executable=paths[0] in executable)
-
     def info(self, ref: RefLike) -> ArtifactInfo:
-        """Type, materializer, sizes, metadata and files of an artifact, without loading it."""
-        resolved, record = self._resolve(ref)
-        artifact = self._artifact(resolved)
-        tree = self._tree(artifact)
-        return ArtifactInfo(
-            ref=resolved,
-            python_type=artifact.python_type,
-            materializer=artifact.materializer,
-            materializer_version=artifact.materializer_version,
-            size=artifact.size,
-            stored_size=self._stored_size(tree),
-            metadata=artifact.metadata,
-            user_metadata=artifact.user_metadata,
-            files=tuple(FileInfo(e.path, e.size, len(e.chunks)) for e in tree.entries),
-            created=record.created if record is not None else None,
-            tree=to_hex(artifact.tree),
-            chunks=sum(len(e.chunks) for e in tree.entries),
-        )
+        return values.info(self.repository, ref)
 
-    def _stored_size(self, tree: Tree) -> int:
-        seen: set[bytes] = set()
-        total = 0
-        for entry in tree.entries:
-            for d, _size in entry.chunks:
-                if d in seen:
-                    continue
-                seen.add(d)
-                loc = self.objects.locate(d)
-                total += (
-                    loc.entry.stored if loc is not None else self.repository.stored_size_of(d)
-                )  # maybe read-through
-        return total
+    info.__doc__ = values.info.__doc__
 
     def visualizations(self, ref: RefLike, *, save: bool = False) -> list[Visualization]:
         """Views of an artifact for people: the stored ones, else computed now (and kept if ``save``).
@@ -451,19 +345,19 @@ class Store:
         metadata: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> Run:
-        return history.record_run(
+        return history_mod.record_run(
             self.repository, step=step, inputs=inputs, outputs=outputs, params=params, code=code,
             cache_key=cache_key, status=status, started=started, ended=ended, parents=parents,
             cached_from=cached_from, returns=returns, order=order, environment=environment,
             message=message, metadata=metadata, error=error,
         )  # fmt: skip
 
-    record_run.__doc__ = history.record_run.__doc__
+    record_run.__doc__ = history_mod.record_run.__doc__
 
     def cached_run(self, cache_key: bytes, *, expires_after: float | timedelta | None = None) -> Run | None:
-        return history.cached_run(self.repository, cache_key, expires_after=expires_after)
+        return history_mod.cached_run(self.repository, cache_key, expires_after=expires_after)
 
-    cached_run.__doc__ = history.cached_run.__doc__
+    cached_run.__doc__ = history_mod.cached_run.__doc__
 
     def run(self, run_hash: bytes | str) -> Run:
         return self.repository.run(run_hash)
@@ -471,19 +365,43 @@ class Store:
     run.__doc__ = Repository.run.__doc__
 
     def runs(self, *, step: str | None = None, skipped: list[str] | None = None) -> Iterator[Run]:
-        return history.runs(self.repository, step=step, skipped=skipped)
+        return history_mod.runs(self.repository, step=step, skipped=skipped)
 
-    runs.__doc__ = history.runs.__doc__
+    runs.__doc__ = history_mod.runs.__doc__
 
-    def log(self, name: str | None = None, *, step: str | None = None, limit: int | None = None) -> LogEntries:
-        return history.log(self.repository, name, step=step, limit=limit)
+    @overload
+    def log(self, name: None = None, *, step: str | None = None, limit: int | None = None) -> LogEntries[Run]: ...
 
-    log.__doc__ = history.log.__doc__
+    @overload
+    def log(self, name: str, *, step: str | None = None, limit: int | None = None) -> LogEntries[VersionLog]: ...
+
+    def log(
+        self, name: str | None = None, *, step: str | None = None, limit: int | None = None
+    ) -> LogEntries[Run] | LogEntries[VersionLog]:
+        """Runs, newest first, as git log; ``step`` filters by step name (full or last part), ``limit`` caps the count.
+
+        Unreadable runs are left out and listed in the result's ``skipped``.
+        ``log(name)`` is deprecated (DeprecationWarning; removed in cas 0.3): use ``history(name)``.
+        """
+        if name is not None:
+            warnings.warn(
+                f"log(name) is deprecated and will be removed in cas 0.3: use history({name!r}) for the versions "
+                "of a name; log() returns runs only",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return self.history(name, step=step, limit=limit)
+        return history_mod.log(self.repository, step=step, limit=limit)
+
+    def history(self, name: str, *, step: str | None = None, limit: int | None = None) -> LogEntries[VersionLog]:
+        return history_mod.version_history(self.repository, name, step=step, limit=limit)
+
+    history.__doc__ = history_mod.version_history.__doc__
 
     def producer(self, ref: RefLike, *, skipped: list[str] | None = None) -> Run | None:
-        return history.producer(self.repository, ref, skipped=skipped)
+        return history_mod.producer(self.repository, ref, skipped=skipped)
 
-    producer.__doc__ = history.producer.__doc__
+    producer.__doc__ = history_mod.producer.__doc__
 
     def lineage(
         self,
@@ -493,14 +411,14 @@ class Store:
         *,
         limit: int = lineage_walk.MAX_NODES,
     ) -> lineage_walk.LineageGraph:
-        return history.lineage(self.repository, ref, direction, depth, limit=limit)
+        return history_mod.lineage(self.repository, ref, direction, depth, limit=limit)
 
-    lineage.__doc__ = history.lineage.__doc__
+    lineage.__doc__ = history_mod.lineage.__doc__
 
     def rebuild_run_index(self, *, trust_runs: bool = False) -> int:
-        return history.rebuild_run_index(self.repository, trust_runs=trust_runs)
+        return history_mod.rebuild_run_index(self.repository, trust_runs=trust_runs)
 
-    rebuild_run_index.__doc__ = history.rebuild_run_index.__doc__
+    rebuild_run_index.__doc__ = history_mod.rebuild_run_index.__doc__
 
     def step(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
         """``@store.step``: a step bound to this store (options as for ``cas.step``)."""

@@ -181,7 +181,7 @@ class _PrefixedReader:
 
 
 class PathMaterializer(Materializer):
-    """A file or a whole directory tree on disk; restored with ``get(ref, path=...)``.
+    """A file or a whole directory tree on disk; restored with ``export(ref, path)``.
 
     Symlinks to files are stored as the files they point to; symlinked
     folders are not followed; empty folders are not kept. Metadata
@@ -207,7 +207,7 @@ class PathMaterializer(Materializer):
             writer.write_file(rel, root / rel)
 
     def load(self, reader: ArtifactReader, type_: type) -> Any:
-        raise PathRequiredError("this artifact is a file or directory: restore it with get(ref, path=...)")
+        raise PathRequiredError("this artifact is a file or directory: write its files with export(ref, path)")
 
     def metadata(self, obj: Any) -> dict[str, Any]:
         root = pathlib.Path(obj)

@@ -145,7 +145,7 @@ def create_app(store: cas.Store, *, hosts: Iterable[str] | None = None) -> Flask
     @app.route("/names/<path:name>")
     def name_versions(name: str) -> str:
         check_name(name)
-        versions = view.log(name)
+        versions = view.history(name)
         if not versions and not versions.skipped:
             abort(404)
         skipped = list(versions.skipped)
@@ -212,7 +212,7 @@ def create_app(store: cas.Store, *, hosts: Iterable[str] | None = None) -> Flask
         wanted: set[bytes] | None = None
         if name:
             check_name(name)
-            wanted = {bytes.fromhex(v.ref.hash) for v in view.log(name)}
+            wanted = {bytes.fromhex(v.ref.hash) for v in view.history(name)}
         found: list[Run] = []
         skipped: list[str] = []
         filtered = bool(step or wanted is not None or pipeline)
