@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import engine, maintenance, runs, s3, sync, values
+from benchmarks import engine, maintenance, runs, s3, sync, torch_checkpoint, values
 from benchmarks.harness import peak_rss_mib, print_table
 
 ALL = {
@@ -19,6 +19,7 @@ ALL = {
     **maintenance.WORKLOADS,
     **s3.WORKLOADS,
     **sync.WORKLOADS,
+    **torch_checkpoint.WORKLOADS,
 }
 
 

@@ -45,6 +45,7 @@ from cas.errors import (
     UntrustedTypesError,
     WrongObjectKindError,
 )
+from cas.filesystem import CasFileSystem
 from cas.fsck import FsckReport
 from cas.gc import GcReport
 from cas.history import LogEntries, VersionLog
@@ -86,6 +87,7 @@ __all__ = [
     "ArtifactInfo",
     "BackendError",
     "CasError",
+    "CasFileSystem",
     "CorruptObjectError",
     "DeclaredSizeError",
     "DestinationExistsError",

@@ -209,6 +209,29 @@ def _read_into(objects: ObjectStore, entry: FileEntry, dest: memoryview) -> None
     _wait(futures)
 
 
+def read_range(objects: ObjectStore, entry: FileEntry, start: int, end: int) -> bytes:
+    """Bytes ``start`` to ``end`` (clamped to the file) of a file, reading and verifying only the chunks they touch."""
+    start, end = max(0, min(start, entry.size)), max(0, min(end, entry.size))
+    if start >= end:
+        return b""
+    if entry.data is not None:
+        return entry.data[start:end]
+    parts: list[bytes] = []
+    offset = 0
+    for d, size in entry.chunks:
+        if offset >= end:
+            break
+        if offset + size > start:
+            try:
+                chunk = objects.read_chunk(d, size)
+            except ObjectNotFoundError:
+                objects.refresh_index()
+                chunk = objects.read_chunk(d, size)
+            parts.append(chunk[max(0, start - offset) : min(size, end - offset)])
+        offset += size
+    return b"".join(parts)
+
+
 def read_bytes(objects: ObjectStore, entry: FileEntry) -> bytes:
     """The file's bytes as one ``bytes`` object, allocated once."""
     if entry.data is not None:

@@ -256,6 +256,10 @@ class TreeReader:
     def read_bytes(self, path: str) -> bytes:
         return restore.read_bytes(self._objects, self._entry(path))
 
+    def read_range(self, path: str, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` of one file (clamped to its size), reading only the chunks they touch."""
+        return restore.read_range(self._objects, self._entry(path), start, end)
+
     def read_into(self, path: str, dest: memoryview) -> None:
         entry = self._entry(path)
         if len(dest) != entry.size:

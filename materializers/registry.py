@@ -28,6 +28,27 @@ _LAZY_TYPES = {
     ("pandas", "Series"): "materializers.arrow",
     ("pyarrow", "Table"): "materializers.arrow",
     ("pydantic", "BaseModel"): "materializers.pydantic_model",
+    # an XGBClassifier is also a sklearn BaseEstimator: XGBModel/LGBMModel come first in its MRO
+    ("sklearn", "BaseEstimator"): "materializers.sklearn_model",
+    ("xgboost", "Booster"): "materializers.xgboost_model",
+    ("xgboost", "XGBModel"): "materializers.xgboost_model",
+    ("lightgbm", "Booster"): "materializers.lightgbm_model",
+    ("lightgbm", "LGBMModel"): "materializers.lightgbm_model",
+    ("torch", "Tensor"): "materializers.torch_tensors",
+    ("torch", "Module"): "materializers.torch_module",
+    ("polars", "DataFrame"): "materializers.polars_frame",
+    ("polars", "Series"): "materializers.polars_frame",
+    ("polars", "LazyFrame"): "materializers.polars_frame",
+    ("scipy", "spmatrix"): "materializers.sparse",
+    ("scipy", "sparray"): "materializers.sparse",
+    ("scipy", "dok_matrix"): "materializers.sparse",  # a dict subclass: dict comes first in its MRO
+    ("scipy", "dok_array"): "materializers.sparse",
+    ("PIL", "Image"): "materializers.images",
+    ("xarray", "DataArray"): "materializers.xarray_data",
+    ("xarray", "Dataset"): "materializers.xarray_data",
+    ("matplotlib", "Figure"): "materializers.figures",
+    ("datasets", "Dataset"): "materializers.hf_datasets",
+    ("datasets", "DatasetDict"): "materializers.hf_datasets",
 }
 # materializer name -> (module, what to install when it is missing)
 _LAZY_NAMES = {
@@ -36,8 +57,22 @@ _LAZY_NAMES = {
     "cas.pandas": ("materializers.arrow", "cas-store[pandas]"),
     "cas.arrow": ("materializers.arrow", "cas-store[pandas]"),
     "cas.pydantic": ("materializers.pydantic_model", "pydantic"),
+    "cas.sklearn": ("materializers.sklearn_model", "cas-store[sklearn]"),
+    "cas.xgboost.booster": ("materializers.xgboost_model", "cas-store[xgboost]"),
+    "cas.xgboost.sklearn": ("materializers.xgboost_model", "cas-store[xgboost]"),
+    "cas.lightgbm.booster": ("materializers.lightgbm_model", "cas-store[lightgbm]"),
+    "cas.lightgbm.sklearn": ("materializers.lightgbm_model", "cas-store[lightgbm]"),
+    "cas.torch": ("materializers.torch_tensors", "cas-store[torch]"),
+    "cas.torch.module": ("materializers.torch_module", "cas-store[torch]"),
     "cas.dataclass": ("materializers.structured", ""),
     "cas.pickle": ("materializers.pickled", ""),
+    "cas.polars": ("materializers.polars_frame", "cas-store[polars]"),
+    "cas.polars.lazy": ("materializers.polars_frame", "cas-store[polars]"),
+    "cas.scipy.sparse": ("materializers.sparse", "cas-store[scipy]"),
+    "cas.pil": ("materializers.images", "cas-store[images]"),
+    "cas.xarray": ("materializers.xarray_data", "cas-store[xarray]"),
+    "cas.matplotlib.figure": ("materializers.figures", "cas-store[matplotlib]"),
+    "cas.datasets": ("materializers.hf_datasets", "cas-store[datasets]"),
 }
 
 

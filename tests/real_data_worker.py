@@ -246,7 +246,8 @@ def _feed_model(h: Any, model: Any) -> None:
     h.update(np.ascontiguousarray(model.classes_).tobytes())
     for tree in getattr(model, "estimators_", ()):
         state = tree.tree_.__getstate__()
-        h.update(state["nodes"].tobytes())
+        for field in state["nodes"].dtype.names:  # field by field: the struct's padding bytes are not data
+            h.update(state["nodes"][field].tobytes())
         h.update(state["values"].tobytes())
     probe = np.random.default_rng(99).standard_normal((500, model.n_features_in_))
     h.update(model.predict_proba(probe).tobytes())

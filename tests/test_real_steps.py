@@ -214,6 +214,10 @@ def test_a_cached_output_this_process_can_not_load_is_recomputed(tmp_path: Path)
 # -- a real model, if scikit-learn is installed ---------------------------------------------
 def test_a_scikit_learn_model_through_a_step(tmp_path: Path) -> None:
     linear_model = pytest.importorskip("sklearn.linear_model")
+    pytest.importorskip("skops")
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
     rng = np.random.default_rng(0)
     x = rng.normal(size=(500, 4))
     y = (x @ np.array([1.0, -2.0, 0.5, 0.0]) > 0).astype(int)
@@ -221,18 +225,27 @@ def test_a_scikit_learn_model_through_a_step(tmp_path: Path) -> None:
     def train(x: np.ndarray, y: np.ndarray, c: float) -> Any:
         return linear_model.LogisticRegression(C=c).fit(x, y)
 
+    def train_with_code(x: np.ndarray, y: np.ndarray, c: float) -> Any:  # a lambda: only pickle stores it
+        return make_pipeline(FunctionTransformer(lambda v: v), linear_model.LogisticRegression(C=c)).fit(x, y)
+
     with cas.open(tmp_path / "s") as store:
+        # since issue 18 a plain estimator is stored natively (cas.sklearn): no consent either way
+        model, run = cas.Step(train, store=store, name="train").call(x, y, 1.0)
+        again, hit = cas.Step(train, store=store, name="train").call(x, y, 1.0)
+        assert run.status == "completed" and hit.status == "cached"
+        assert np.array_equal(again.coef_, model.coef_) and np.array_equal(again.predict(x), model.predict(x))
+        named = store.put(again, "model")  # the loaded model is written to the same bytes
+        assert named.hash == run.outputs["output"].hex() and store.producer("model") == run
+        # one holding code still needs the step's consent (what this test checked before issue 18)
         with pytest.raises(cas.UnsupportedTypeError) as info:
-            cas.Step(train, store=store, name="train")(x, y, 1.0)
-        assert "step 'train' returned a sklearn." in str(info.value) and "LogisticRegression" in str(info.value)
+            cas.Step(train_with_code, store=store, name="code")(x, y, 1.0)
+        assert "step 'code' returned a sklearn." in str(info.value) and "Pipeline" in str(info.value)
         assert "put(" not in str(info.value)
-        step = cas.Step(train, store=store, name="train", allow_pickle=True)
+        step = cas.Step(train_with_code, store=store, name="code", allow_pickle=True)
         model, run = step.call(x, y, 1.0)
         again, hit = step.call(x, y, 1.0)
         assert run.status == "completed" and hit.status == "cached"
-        assert np.array_equal(again.coef_, model.coef_) and np.array_equal(again.predict(x), model.predict(x))
-        named = store.put(again, "model", allow_pickle=True)  # the loaded model pickles to the same bytes
-        assert named.hash == run.outputs["output"].hex() and store.producer("model") == run
+        assert np.array_equal(again.predict(x), model.predict(x))
 
 
 # -- fresh processes ------------------------------------------------------------------------
@@ -306,7 +319,8 @@ def test_a_scikit_learn_cache_hit_in_a_fresh_process(tmp_path: Path) -> None:
     first = _fresh(FRESH_SKLEARN, store, "1")
     assert first.startswith("completed ")
     assert _fresh(FRESH_SKLEARN, store, "1") == first.replace("completed", "cached")
-    assert _fresh(FRESH_SKLEARN, store, "0").startswith("untrusted: step 'train'")
+    # stored natively since issue 18 (cas.sklearn): a hit needs no consent
+    assert _fresh(FRESH_SKLEARN, store, "0") == first.replace("completed", "cached")
 
 
 # -- item 8: one returned value, one artifact, linked to its run ----------------------------
