@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("cas", "materializers")
 
@@ -84,6 +86,7 @@ def _ours(name: str) -> bool:
     return name.split(".")[0] in (*PACKAGES, "benchmarks")
 
 
+@pytest.mark.slow  # a fresh interpreter (or a probe process) per case
 def test_every_module_imports_alone_in_any_order() -> None:
     names = sorted(MODULES)
     random.Random().shuffle(names)

@@ -97,6 +97,7 @@ def test_sklearn_models_round_trip_exactly_without_pickle(local_store: cas.Store
     assert local_store.put(model, "model").hash == ref.hash  # same model, same bytes: a cache hit
 
 
+@pytest.mark.slow  # a fresh interpreter (or a probe process) per case
 def test_the_same_model_has_the_same_hash_in_another_process(local_store: cas.Store, tmp_path: Path) -> None:
     # skops names arrays by id() and bytes by uuid; cas renumbers them, so a put is reproducible.
     ref = local_store.put(forest())
@@ -334,6 +335,7 @@ def _mutations(raw: bytes, seed: int, count: int) -> list[bytes]:
     return found
 
 
+@pytest.mark.slow  # a fresh interpreter (or a probe process) per case
 def test_xgboost_boosters_and_wrappers_round_trip(local_store: cas.Store) -> None:
     xgb = pytest.importorskip("xgboost", reason="xgboost is not installed (pip install 'cas-store[xgboost]')")
     booster = xgb.train({"max_depth": 3}, xgb.DMatrix(X, Y), 10)
@@ -354,6 +356,7 @@ def test_xgboost_boosters_and_wrappers_round_trip(local_store: cas.Store) -> Non
     assert unfitted.n_estimators == 7 and not unfitted.__sklearn_is_fitted__()
 
 
+@pytest.mark.slow  # a fresh interpreter (or a probe process) per case
 def test_lightgbm_boosters_and_wrappers_round_trip(local_store: cas.Store) -> None:
     lgb = pytest.importorskip("lightgbm", reason="lightgbm is not installed (pip install 'cas-store[lightgbm]')")
     booster = lgb.train({"verbose": -1, "num_leaves": 7}, lgb.Dataset(X, Y), 10)

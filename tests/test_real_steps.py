@@ -313,6 +313,7 @@ def test_a_pickled_cache_hit_in_a_fresh_process(tmp_path: Path) -> None:
     assert refused.startswith("untrusted: step 'train' has a cached output that is a pickle")
 
 
+@pytest.mark.slow  # a fresh interpreter (or a probe process) per case
 def test_a_scikit_learn_cache_hit_in_a_fresh_process(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
     store = tmp_path / "s"
