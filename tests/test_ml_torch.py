@@ -22,13 +22,11 @@ torch = pytest.importorskip("torch", reason="torch is not installed (pip install
 
 import cas  # noqa: E402
 from cas.errors import CorruptObjectError, DeclaredSizeError, LoadError, UnsupportedTypeError  # noqa: E402
-from cas.hashing import to_hex  # noqa: E402
-from cas.objects import Artifact  # noqa: E402
-from cas.trees import TreeWriter  # noqa: E402
 from materializers import torch_tensors  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import planting  # noqa: E402
 import torch_models  # noqa: E402
 
 DTYPES = [
@@ -233,15 +231,7 @@ def _tree_size(path: Path) -> int:
 def plant(store: cas.Store, files: dict[str, bytes], materializer: str = "cas.torch",
           python_type: str = "torch.Tensor", metadata: dict[str, Any] | None = None) -> str:  # fmt: skip
     """Hash-valid files and an artifact naming them, as another writer of the store could put them."""
-    writer = TreeWriter(store.objects, store.config.chunking)
-    for path, data in files.items():
-        writer.write_bytes(path, data)
-    tree = writer.finish()
-    tree_digest = store.objects.put_object(tree.to_bytes())
-    artifact = Artifact(tree_digest, python_type, materializer, "1", tree.size, metadata or {}, {})
-    digest = store.objects.put_object(artifact.to_bytes())
-    store.objects.flush()
-    return to_hex(digest)
+    return planting.plant(store, files, materializer, python_type, metadata)
 
 
 META = {"cas.torch": "1", "dtype": "float32", "shape": "[2, 2]", "layout": "strided"}
