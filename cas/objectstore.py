@@ -245,7 +245,7 @@ class ObjectStore:
             loose = (parse_object_key(k) for k in self.backend.list(folder))
             found = {d.hex() for d in loose if d is not None and d.hex().startswith(prefix)}
         # Objects a batch packed are found through the index (chunks match too; callers check the kind).
-        found |= {d.hex() for d in self.chunk_index() if d.hex().startswith(prefix)}
+        found |= {d.hex() for d in self.find_prefix(prefix)}
         if not found:
             raise ObjectNotFoundError(f"no object matches {prefix!r}")
         if len(found) > 1:
@@ -299,15 +299,21 @@ class ObjectStore:
         if not self._index_ready:
             self.refresh_index()
 
-    def chunk_index(self) -> dict[bytes, ChunkLocation]:
-        """The chunk index (digest -> location), for lookups only; other threads may add to it."""
-        self.ensure_index()
-        return self._index
-
     def locate(self, d: bytes) -> ChunkLocation | None:
         """Where a chunk sits in a pack, or None (it may be loose, or absent)."""
         self.ensure_index()
         return self._index.get(d)
+
+    def locate_many(self, digests: Iterable[bytes]) -> dict[bytes, ChunkLocation]:
+        """Where each of these chunks sits in a pack (the ones not found are left out)."""
+        self.ensure_index()
+        index = self._index
+        return {d: loc for d in digests if (loc := index.get(d)) is not None}
+
+    def find_prefix(self, prefix: str) -> set[bytes]:
+        """Packed objects whose hex digest starts with ``prefix``."""
+        self.ensure_index()
+        return {d for d in list(self._index) if d.hex().startswith(prefix)}
 
     def knows_chunk(self, d: bytes) -> bool:
         """True if the chunk is in a known pack (cheap: memory only after the first call)."""

@@ -38,7 +38,7 @@ class _Planned:
 
 
 def _plan(objects: ObjectStore, entry: FileEntry) -> list[_Planned]:
-    index = objects.chunk_index()
+    index = objects.locate_many(d for d, _ in entry.chunks)
     planned = []
     offset = 0
     for d, size in entry.chunks:
@@ -47,10 +47,10 @@ def _plan(objects: ObjectStore, entry: FileEntry) -> list[_Planned]:
     unplaced = [i for i, p in enumerate(planned) if p.location is None and not objects.has_object(p.digest)]
     if unplaced:  # another process may have written packs since we looked
         objects.refresh_index()
-        index = objects.chunk_index()
+        index = objects.locate_many(planned[i].digest for i in unplaced)
         absent = [planned[i].digest for i in unplaced if planned[i].digest not in index]
         if absent and objects.fetch_missing is not None and objects.fetch_missing(absent):
-            index = objects.chunk_index()  # fetched from a read-through remote (which raises if it lacks them)
+            index = objects.locate_many(planned[i].digest for i in unplaced)  # fetched from a read-through remote (which raises if it lacks them)
         for i in unplaced:
             p = planned[i]
             loc = index.get(p.digest)

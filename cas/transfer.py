@@ -102,8 +102,7 @@ def lacking(dst: ObjectStore, digests: Iterable[bytes], executor: Executor) -> t
     """Split ``digests`` into (missing from ``dst``, present in ``dst``), loose or packed."""
     wanted = set(digests)
     dst.refresh_index()  # packs other writers added since this process looked
-    index = dst.chunk_index()
-    packed = {d for d in wanted if d in index}
+    packed = set(dst.locate_many(wanted))
     rest = {object_key(d): d for d in wanted - packed}
     loose = {rest[k] for k in present_keys(dst.backend, rest, executor, fanout=OBJECTS_FOLDER)}
     present = packed | loose
@@ -304,7 +303,7 @@ def freshen(dst: ObjectStore, digests: set[bytes], executor: Executor) -> tuple[
     were touched, and the digests whose file had gone meanwhile (gc removed
     it): the caller copies those again.
     """
-    index = dst.chunk_index()
+    index = dst.locate_many(digests)
     holders: dict[str, set[bytes]] = {}
     for d in digests:
         key = pack_key(index[d].pack) if d in index else object_key(d)

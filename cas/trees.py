@@ -195,7 +195,7 @@ def check_expansion(objects: ObjectStore, tree: Tree) -> None:
     sizes = dict(pairs)
     if len(sizes) != len(pairs):
         raise CorruptObjectError("the tree lists a chunk with two different sizes")
-    index = objects.chunk_index()
+    index = objects.locate_many(sizes)
     raw_codec = codec.CODEC_RAW
     for d, n in sizes.items():
         loc = index.get(d)

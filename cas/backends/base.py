@@ -91,6 +91,14 @@ class Backend(ABC):
     def delete(self, key: str) -> None:
         """Remove ``key``; FileNotFoundError if absent."""
 
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove many keys at once, absent ones ignored (object stores: one request per 1,000 keys)."""
+        for key in keys:
+            try:
+                self.delete(key)
+            except FileNotFoundError:
+                pass
+
     def delete_if_old(self, key: str, cutoff: float) -> bool:
         """Delete ``key`` if its timestamp is still at or before ``cutoff``; return whether it went.
 

@@ -182,6 +182,19 @@ class FsspecBackend(Backend):
             raise FileNotFoundError(path)  # object stores delete absent keys silently
         self._call(self.fs.rm_file, path)
 
+    def delete_many(self, keys: Sequence[str]) -> None:
+        paths = [self._path(key) for key in keys]
+        if self.protocol == "memory":
+            for path in paths:
+                if self.fs.exists(path):
+                    self._call(self.fs.rm_file, path)
+            return
+        for start in range(0, len(paths), 1000):  # S3's multi-object delete takes 1,000 keys
+            try:
+                self._call(self.fs.rm, paths[start : start + 1000])
+            except FileNotFoundError:
+                pass
+
     def size(self, key: str) -> int:
         return int(self._call(self.fs.size, self._path(key)))
 

@@ -333,6 +333,15 @@ class LocalBackend(Backend):
         os.unlink(self._path(key))
 
     @_os_errors
+    def delete_many(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self._forget_fd(key)
+            try:
+                os.unlink(self._path(key))
+            except FileNotFoundError:
+                pass
+
+    @_os_errors
     def delete_if_old(self, key: str, cutoff: float) -> bool:
         """Move the file aside, then look at its timestamp: a writer's refresh either came
         before the move (the file goes back) or finds no file (and the writer writes anew)."""
