@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import engine, maintenance, runs, s3, sync, torch_checkpoint, values
+from benchmarks import engine, gc_scale, maintenance, runs, s3, scale, sync, torch_checkpoint, values
+from benchmarks import requests as requests_bench
 from benchmarks.harness import peak_rss_mib, print_table
 
 ALL = {
@@ -20,7 +21,12 @@ ALL = {
     **s3.WORKLOADS,
     **sync.WORKLOADS,
     **torch_checkpoint.WORKLOADS,
+    **scale.WORKLOADS,
+    **requests_bench.WORKLOADS,
+    **gc_scale.WORKLOADS,
 }
+engine.WORKLOADS.update(scale.WORKLOADS, **requests_bench.WORKLOADS)  # engine.run looks workloads up there
+engine.WORKLOADS.update(gc_scale.WORKLOADS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,11 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--size", type=float, default=None, help="payload size in MiB (default 1024, quick 32)")
     parser.add_argument("--repeats", type=int, default=None, help="runs per side (default 5, quick 2)")
+    parser.add_argument("--scale-max", type=float, default=None, help="scale: largest store in chunks (default 1e5)")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results.json"), help="where to write results")
     args = parser.parse_args(argv)
     size = int((args.size or (32 if args.quick else 1024)) * (1 << 20))
     repeats = args.repeats or (2 if args.quick else 5)
     names = args.only or list(ALL)
+    scale.configure(scale_max=int(args.scale_max) if args.scale_max else None, quick=args.quick)
     started = time.time()
     rows = engine.run(names, size, repeats)
     print_table(rows)

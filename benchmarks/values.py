@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 import cas
+from benchmarks import workloads
 from benchmarks.harness import Row, median, put_get_rows, remove
 
 
@@ -73,4 +74,5 @@ def small_values(work: Path, size: int, repeats: int, count: int = 2000) -> list
     return rows
 
 
-WORKLOADS = {"numpy": numpy_array, "small": small_values}
+# The array workload lives in benchmarks/workloads.py; listed here, it runs wherever these do.
+WORKLOADS = {"numpy": numpy_array, "small": small_values, **workloads.WORKLOADS}

@@ -9,15 +9,18 @@ data = store.get("dataset")
 import importlib.metadata
 
 from cas.errors import (
+    AccessDeniedError,
     AmbiguousRefError,
     ArgumentTypeError,
     BackendError,
+    BackendTimeoutError,
     CasError,
     CorruptObjectError,
     DeclaredSizeError,
     DestinationExistsError,
     ExpansionLimitError,
     IncompatibleArtifactError,
+    InputGoneError,
     IntegrityError,
     InvalidArgumentError,
     InvalidConfigError,
@@ -82,10 +85,12 @@ def register_materializer(cls: type[Materializer]) -> type[Materializer]:
 
 
 __all__ = [
+    "AccessDeniedError",
     "AmbiguousRefError",
     "ArgumentTypeError",
     "ArtifactInfo",
     "BackendError",
+    "BackendTimeoutError",
     "CasError",
     "CasFileSystem",
     "CorruptObjectError",
@@ -96,6 +101,7 @@ __all__ = [
     "FsckReport",
     "GcReport",
     "IncompatibleArtifactError",
+    "InputGoneError",
     "IntegrityError",
     "InvalidArgumentError",
     "InvalidConfigError",

@@ -7,6 +7,9 @@ not know it); ``artifact`` and ``tree`` read the objects behind it.
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from cas.errors import (
@@ -44,6 +47,55 @@ class Ref:
 
 
 RefLike = str | Ref
+
+#: Bytes of decoded artifacts and trees each Repository keeps (they never change: their key is their hash).
+CACHE_BYTES = 64 << 20
+
+
+class _Decoded:
+    """Artifacts and trees this process has verified and decoded, by digest; least recently used go first."""
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[bytes, tuple[Artifact | Tree, int]] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, digest: bytes) -> Artifact | Tree | None:
+        with self._lock:
+            found = self._items.get(digest)
+            if found is None:
+                return None
+            self._items.move_to_end(digest)
+            return found[0]
+
+    def put(self, digest: bytes, obj: Artifact | Tree, size: int) -> None:
+        if size > CACHE_BYTES // 4:
+            return
+        with self._lock:
+            if digest in self._items:
+                return
+            self._items[digest] = (obj, size)
+            self._size += size
+            while self._size > CACHE_BYTES:
+                _, (_, gone) = self._items.popitem(last=False)
+                self._size -= gone
+
+
+_decoded: weakref.WeakKeyDictionary[Repository, _Decoded] = weakref.WeakKeyDictionary()
+_decoded_lock = threading.Lock()
+
+
+def _cache(repo: Repository) -> _Decoded:
+    found = _decoded.get(repo)
+    if found is None:
+        with _decoded_lock:
+            found = _decoded.setdefault(repo, _Decoded())
+    return found
+
+
+def remember(repo: Repository, digest: bytes, obj: Artifact | Tree, size: int) -> None:
+    """Keep an artifact or tree this process just stored (``size``: its encoded bytes) for later reads."""
+    _cache(repo).put(digest, obj, size)
 
 
 def ref_of(name: str, record: RefRecord) -> Ref:
@@ -119,9 +171,15 @@ def _prefix_match(repo: Repository, prefix: str) -> bytes | None:
 def artifact(repo: Repository, ref: Ref) -> Artifact:
     """The artifact object ``ref`` names; ObjectNotFoundError if absent, WrongObjectKindError if another kind."""
     d = from_hex(ref.hash)
+    cache = _cache(repo)
+    cached = cache.get(d)
+    if isinstance(cached, Artifact):
+        return cached
     raw = repo.objects.get_object(d)
     try:
-        return Artifact.from_bytes(raw, key=f"artifact {short(d)}")
+        found = Artifact.from_bytes(raw, key=f"artifact {short(d)}")
+        cache.put(d, found, len(raw))
+        return found
     except CorruptObjectError:
         # The bytes match their hash: either another kind of object, or an artifact no reader accepts.
         kind = kind_of(raw)
@@ -132,7 +190,12 @@ def artifact(repo: Repository, ref: Ref) -> Artifact:
 
 def tree(repo: Repository, art: Artifact) -> Tree:
     """An artifact's tree, checked against the size the artifact declares."""
-    found = Tree.from_bytes(repo.objects.get_object(art.tree), key=f"tree {short(art.tree)}")
+    cache = _cache(repo)
+    found = cache.get(art.tree)
+    if not isinstance(found, Tree):
+        raw = repo.objects.get_object(art.tree)
+        found = Tree.from_bytes(raw, key=f"tree {short(art.tree)}")
+        cache.put(art.tree, found, len(raw))
     if found.size != art.size:  # info shows the artifact's size: it must be the files'
         raise CorruptObjectError(f"artifact says {art.size:,} bytes, its tree {found.size:,}")
     return found

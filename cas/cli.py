@@ -24,7 +24,9 @@ import cas
 from cas.destination import unsafe_file_name
 from cas.hashing import short
 from cas.progress import ProgressCallback, ProgressEvent
+from cas.remoting import clone_state, open_remote
 from cas.store import _discover
+from cas.strays import remove_stray
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -353,11 +355,21 @@ def tag(state: _Context, ref: str, tag_name: str, delete: bool) -> None:
 @click.argument("refs", nargs=-1, required=True)
 @pass_state
 def rm(state: _Context, refs: tuple[str, ...]) -> None:
-    """Remove versions (NAME@N) or whole names; gc frees the bytes."""
+    """Remove versions (NAME@N) or whole names; gc frees the bytes.
+
+    A name that breaks the naming rules (planted, or pulled by an older cas) is
+    removed by its exact spelling; after ``--`` when it begins with '-'.
+    """
     store = state.store()
     for ref in refs:
-        for removed in store.delete(ref):
-            state.say(f"removed {removed}")
+        try:
+            removed = store.delete(ref)
+        except (cas.InvalidNameError, cas.RefNotFoundError):  # "a@b" reads as version b of a
+            removed = remove_stray(store.backend, ref)
+            if not removed:
+                raise
+        for ref_removed in removed:
+            state.say(f"removed {ref_removed}")
 
 
 @main.command()
@@ -531,18 +543,50 @@ def _transfer_report(state: _Context, report: cas.TransferReport, as_json: bool)
 @click.option("--trust-cache", is_flag=True, help="Let the cloned runs answer @step cache lookups here.")
 @pass_state
 def clone(state: _Context, url: str, path: Path | None, trust_cache: bool) -> None:
-    """Make a new store at PATH (default ./.cas) holding everything the store at URL holds."""
+    """Make a new store at PATH (default ./.cas) holding everything the store at URL holds.
+
+    Run again after an interruption, it completes the clone (as ``cas pull`` there would).
+    """
     reports: list[cas.TransferReport] = []
     target = path if path is not None else Path(".cas")
     with state.progress() as progress:
-        cloned = cas.clone(url, target, trust_cache=trust_cache, on_report=reports.append, progress=progress)
+        try:
+            cloned = cas.clone(url, target, trust_cache=trust_cache, on_report=reports.append, progress=progress)
+            done = "cloned"
+        except cas.StoreExistsError:
+            cloned = _resume_clone(url, target, trust_cache, reports, progress)
+            done = "completed the clone of"
     with cloned as store:
-        state.say(f"cloned {url} into {store.url}: {sum(1 for _ in store.names())} names, {len(store.log())} runs")
+        state.say(f"{done} {url} into {store.url}: {sum(1 for _ in store.names())} names, {len(store.log())} runs")
     skipped = [s for r in reports for s in r.skipped]
     for s in skipped:
         state.say(f"  skipped {s}")
     if skipped:
         sys.exit(1)
+
+
+def _resume_clone(
+    url: str, target: Path, trust_cache: bool, reports: list[cas.TransferReport], progress: ProgressCallback | None
+) -> cas.Store:
+    """Complete an interrupted clone of ``url`` at ``target`` (a pull from its origin); refuse any other store."""
+    store = cas.open(target, create=False)
+    try:
+        source = open_remote(url, like=None)
+        try:
+            state = clone_state(source, url, store.repository)
+        finally:
+            source.close()
+        if state == "other":
+            raise cas.StoreExistsError(
+                f"{target} already holds a store that is not a clone of {url}: pull into it, or clone elsewhere"
+            )
+        if state == "unnamed" or (trust_cache and not store.remotes.get("origin").trust_cache):
+            store.remotes.add("origin", url, trust_cache=trust_cache)
+        reports.append(store.pull("origin", progress=progress))
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 @main.command()

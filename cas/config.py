@@ -5,7 +5,7 @@ on open, field by field, and a value out of range is refused with
 :class:`InvalidConfigError` naming the field. The limits:
 
 ==================  =========================================================
-``format``          an integer, 1 up to the newest format this cas reads
+``format``          an integer, 1 up to the newest format this cas reads (STORE_FORMAT)
 ``chunking``        FastCDC 2020; 256 B <= min <= avg <= max <= 16 MiB,
                     ``normalization`` 0..3, ``seed`` 0 <= seed < 2**64
 ``compression_level``  an integer within zstd's levels, -7..22
@@ -27,6 +27,11 @@ from cas.codec import FORMAT_VERSION
 from cas.errors import CorruptObjectError, InvalidConfigError, StoreNotFoundError, UnsupportedFormatError
 
 CONFIG_KEY = keys.CONFIG_KEY
+#: The newest store format this cas reads and writes. A new store starts at 1 (what older cas
+#: reads); the first chunk-index consolidation raises it to 2 (chunk tables, FORMAT.md).
+STORE_FORMAT = 2
+#: The format whose stores may hold chunk tables (``midx/``) instead of some ``index/`` files.
+TABLES_FORMAT = 2
 #: A config is a few hundred bytes; anything much larger is not one.
 MAX_CONFIG_SIZE = 64 << 10
 #: zstd's levels this cas accepts (negative levels are zstd's fast modes).
@@ -78,9 +83,9 @@ class StoreConfig:
         if not isinstance(value, dict):
             raise InvalidConfigError("config", "store config is not a JSON object")
         fmt = _integer(value, "format", None)
-        if fmt > FORMAT_VERSION:
+        if fmt > STORE_FORMAT:
             raise UnsupportedFormatError(
-                f"store format {fmt} is newer than this cas understands ({FORMAT_VERSION}): upgrade cas"
+                f"store format {fmt} is newer than this cas understands ({STORE_FORMAT}): upgrade cas"
             )
         if fmt < 1:
             raise InvalidConfigError("format", f"store config: format {fmt} does not exist")
@@ -149,3 +154,22 @@ def load_config(backend: Backend, *, create: bool) -> StoreConfig:
     if not backend.create(CONFIG_KEY, config.to_bytes()):  # another process won the race
         return StoreConfig.from_bytes(backend.read(CONFIG_KEY))
     return config
+
+
+def raise_format(backend: Backend, to: int) -> StoreConfig:
+    """Raise the store's ``format`` to ``to`` (no-op if it is there already); returns the config now stored.
+
+    The config is rewritten whole and atomically, every other field kept as it was.
+    A cas older than ``to`` then refuses to open the store (R19) instead of
+    misreading it.
+    """
+    data = backend.read(CONFIG_KEY)
+    current = StoreConfig.from_bytes(data)
+    if current.format >= to:
+        return current
+    value = json.loads(data)
+    value["format"] = to
+    updated = (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+    stored = StoreConfig.from_bytes(updated)
+    backend.write(CONFIG_KEY, updated)
+    return stored

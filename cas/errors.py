@@ -17,7 +17,8 @@ release; catch the new class (or its built-in parent) instead::
     ├── ObjectNotFoundError (+KeyError)  no object with that hash
     │   ├── RefNotFoundError             no artifact under that name/version
     │   │   └── RemoteNotFoundError      no remote of that name, or none at all (compat)
-    │   └── WrongObjectKindError         the object exists but is another kind (a tree, not an artifact) (compat)
+    │   ├── WrongObjectKindError         the object exists but is another kind (a tree, not an artifact) (compat)
+    │   └── InputGoneError               a step's input was collected while the step ran
     ├── AmbiguousRefError (+ValueError)  a hash prefix matching several objects, or also a name
     ├── InvalidArgumentError (+ValueError)  an argument out of its domain (a negative grace, an unknown option)
     │   ├── ArgumentTypeError (+TypeError)  an argument of a type the call does not take
@@ -41,6 +42,8 @@ release; catch the new class (or its built-in parent) instead::
     ├── PathRequiredError (+TypeError)   a file tree artifact has no value: ``export`` writes it
     ├── ReadOnlyStoreError (+PermissionError)  a write through a read-only view (``cas ui``)
     └── BackendError (+OSError)          the storage backend failed
+        ├── BackendTimeoutError (+TimeoutError)  no answer within the timeout or deadline
+        └── AccessDeniedError (+PermissionError)  the storage refused these credentials (a write, read-only)
 
 The compat parents, and why each is kept:
 
@@ -156,6 +159,10 @@ class WrongObjectKindError(ObjectNotFoundError):
 
     Derives from ObjectNotFoundError, which was raised before, for one release.
     """
+
+
+class InputGoneError(ObjectNotFoundError):
+    """A step's input artifact (or its tree or a chunk) was removed while the step ran: no run is recorded."""
 
 
 class AmbiguousRefError(CasError, ValueError):
@@ -314,3 +321,11 @@ class ReadOnlyStoreError(CasError, PermissionError):
 
 class BackendError(CasError, OSError):
     """The storage backend failed in a way cas cannot recover from."""
+
+
+class BackendTimeoutError(BackendError, TimeoutError):
+    """A backend call got no answer within its timeout or deadline (names the endpoint and the operation)."""
+
+
+class AccessDeniedError(BackendError, PermissionError):
+    """The storage refused the operation to these credentials (a write with read-only credentials)."""

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import blake3
 
 from cas import codec, visualrecords
+from cas.chunktables import ChunkTable
 from cas.errors import CasError, CorruptObjectError, ExpansionLimitError, IntegrityError, ObjectNotFoundError
 from cas.gc import Marks, mark, rewrite_pack
 from cas.hashing import short
@@ -18,12 +19,15 @@ from cas.keys import (
     CHUNKMAPS_FOLDER,
     INDEX_FOLDER,
     OBJECTS_FOLDER,
+    TABLES_FOLDER,
     VISUALIZATIONS_FOLDER,
     chunkmap_key,
     index_key,
     pack_key,
     parse_index_key,
     parse_object_key,
+    parse_table_key,
+    table_key,
 )
 from cas.objects import ChunkMap, FileEntry, PackEntry, PackIndex, Tree, kind_of
 from cas.objectstore import verify_packed
@@ -128,6 +132,59 @@ def _run_hash(raw: bytes, key: str) -> bytes:
     if len(raw) != 32:
         raise CorruptObjectError(f"{key}: not a run hash", key=key)
     return raw
+
+
+def _check_tables(store: Repository, report: FsckReport, *, repair: bool) -> None:
+    """Chunk tables, each read whole and verified. Repair writes ``index/`` files again (from the
+    trailers) for the packs no sound table or index file covers, then removes the damaged tables."""
+    backend = store.backend
+    damaged = []
+    existing = store.objects.existing_pack_ids()
+    for key in list(backend.list(TABLES_FOLDER)):
+        table_id = parse_table_key(key)
+        if table_id is None:
+            continue
+        try:
+            table = ChunkTable(backend, table_id)
+            table.verify()
+            _check_table_rows(store, table, existing)
+        except FileNotFoundError:
+            continue  # merged by a consolidation meanwhile
+        except CasError as exc:
+            report.corrupt.append(f"{key}: {exc}")
+            damaged.append(table_id)
+        else:
+            report.checked["table"] += 1
+    if not (repair and damaged):
+        return
+    store.objects.refresh_index()
+    covered = set(store.objects.recent_pack_ids())
+    for table in store.objects.tables():
+        if table.id not in damaged:
+            covered.update(p for p, _ in table.pack_list())
+    for pack_id in sorted(existing - covered):
+        try:
+            index = store.objects.read_pack_trailer(pack_id)
+        except CasError:
+            continue  # the pack is unreadable too: reported with the packs
+        store.objects.write_pack_index(pack_id, index.to_bytes())
+        report.repaired.append(f"rewrote {index_key(pack_id)} from its pack's trailer")
+    backend.delete_many([table_key(t) for t in damaged])
+    report.repaired += [f"removed damaged chunk table {short(t)}" for t in damaged]
+    store.objects.refresh_index()
+
+
+def _check_table_rows(store: Repository, table: ChunkTable, existing: set[bytes]) -> None:
+    """A table's rows for each pack that still exists must be that pack's own index (its trailer)."""
+    for pack_id, entries in table.entries_by_pack().items():
+        if pack_id not in existing:
+            continue  # removed by gc since: stale rows, dropped by the next consolidation
+        try:
+            own = store.objects.read_pack_trailer(pack_id).entries
+        except CasError:
+            continue  # the pack itself is reported
+        if not set(entries) <= set(own):  # a subset: a chunk in two packs is listed once
+            raise CorruptObjectError(f"its rows for pack {short(pack_id)} disagree with the pack's own index")
 
 
 def _check_side_files(store: Repository, report: FsckReport, *, repair: bool) -> None:
@@ -308,6 +365,7 @@ def check(store: Repository, *, repair: bool = False, progress: ProgressCallback
                 damaged[pack_id] = good
     for pack_id, why in store.objects.unreadable.items():
         report.corrupt.append(f"pack {short(pack_id)}: {why}")
+    _check_tables(store, report, repair=repair)
     _check_side_files(store, report, repair=repair)
     if repair:
         for key in corrupt_loose:
@@ -320,6 +378,7 @@ def check(store: Repository, *, repair: bool = False, progress: ProgressCallback
     marks = mark(store.objects, store.refs, store.run_index, strict=False, progress=progress)
     report.missing += marks.missing
     _check_whole_files(store, marks, report, repair=repair, progress=progress)
+    recent = store.objects.recent_pack_ids()
     for pack_id in gone_packs:
         try:
             entries = store.objects.read_pack_index(pack_id).entries
@@ -328,7 +387,7 @@ def check(store: Repository, *, repair: bool = False, progress: ProgressCallback
         needed = [e.digest for e in entries if e.digest in marks.chunks or e.digest in marks.objects]
         if needed:
             report.missing.append(f"pack {short(pack_id)} (holding {len(needed)} chunks still needed)")
-        else:
+        elif pack_id in recent:
             report.dangling.append(f"index {short(pack_id)} of a removed pack")
             if repair:
                 backend.delete(index_key(pack_id))

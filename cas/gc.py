@@ -9,27 +9,53 @@ writes its chunks and objects before the ref that reaches them, and
 re-using a stored object or pack refreshes its timestamp, so anything a live
 writer may still reference is young.
 
+Time is the storage's, never this machine's: a pass writes a marker file
+under ``tmp/`` and takes the storage's timestamp of it as "now" (the cutoff
+is that minus the grace); it reads that clock again before each batch of
+deletions and stops deleting, with a :class:`GraceExceededWarning`, once the
+pass has outlived its grace period. Ages come from the listings (on an
+object store a listing carries each key's timestamp), so a pass costs a
+listing per folder plus what it deletes, in batches.
+
 Packs with more than ``REPACK_THRESHOLD`` of their bytes unreachable are
 rewritten: the new pack and its index are written before the old pack is
-removed, so a crash at any point leaves at worst both copies.
+removed, so a crash at any point leaves at worst both copies. Two passes may
+run at once: whatever vanishes under one (the other removed it) counts as
+already gone, and a chunk held by two packs lives on in the newest one, the
+copy a concurrent repack writes.
 """
 
 from __future__ import annotations
 
-import time
+import math
+import os
+import uuid
+import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from cas import codec, visualrecords
-from cas.errors import CasError, CorruptObjectError, IntegrityError, InvalidArgumentError
+from cas.backends.base import Backend
+from cas.backends.fsspec_backend import FsspecBackend
+from cas.backends.local import LocalBackend
+from cas.errors import (
+    BackendError,
+    CasError,
+    CorruptObjectError,
+    IntegrityError,
+    InvalidArgumentError,
+    ObjectNotFoundError,
+)
 from cas.hashing import short
 from cas.keys import (
     CACHE_FOLDER,
     CHUNKMAPS_FOLDER,
     CONSUMED_FOLDER,
+    HEX_FOLDERS,
     INDEX_FOLDER,
     NAMES_FOLDER,
     OBJECTS_FOLDER,
@@ -44,15 +70,15 @@ from cas.keys import (
     parse_object_key,
     parse_pack_key,
     parse_produced_key,
+    temp_key,
     version_key,
 )
-from cas.objects import Artifact, ChunkMap, PackEntry, Tree, kind_of_stored
+from cas.objects import Artifact, ChunkMap, PackEntry, Tree
 from cas.objectstore import verify_packed
 from cas.progress import Phase, ProgressCallback
 from cas.runs import Run
 
 if TYPE_CHECKING:
-    from cas.backends.base import Backend
     from cas.objectstore import ObjectStore
     from cas.refs import RefStore
     from cas.repository import Repository
@@ -62,6 +88,14 @@ if TYPE_CHECKING:
 DEFAULT_GRACE = 3600.0
 #: Rewrite a pack once more than this share of its bytes is garbage (restic keeps at most 5%).
 REPACK_THRESHOLD = 0.05
+#: Deletions go out in batches of this many keys (S3's multi-object delete takes 1,000).
+BATCH = 1000
+#: The prefix of a pass's clock marker under ``tmp/``.
+CLOCK_PREFIX = "gc-clock-"
+
+
+class GraceExceededWarning(UserWarning):
+    """A gc pass outlived its grace period and stopped deleting (run it again, or raise the grace)."""
 
 
 def grace_seconds(grace: float | timedelta | None, default: float) -> float:
@@ -182,6 +216,8 @@ class GcReport:
     repacked: int = 0
     kept_young: int = 0
     missing: list[str] = field(default_factory=list)
+    #: The pass outlived its grace period (on the storage's clock) and stopped deleting.
+    outlived_grace: bool = False
 
     @property
     def objects(self) -> int:
@@ -200,147 +236,417 @@ class GcReport:
             lines.append(f"  {'repacked':12} {self.repacked:8} packs")
         if self.kept_young:
             lines.append(f"  kept {self.kept_young} unreachable files younger than the grace period")
+        if self.outlived_grace:
+            lines.append("  stopped early: the pass outlived the grace period, so it deleted nothing more")
         for item in self.missing:
             lines.append(f"  missing: {item}")
         return "\n".join(lines)
 
 
-class _Sweeper:
-    """Deletes (or, dry, only counts) what is unreachable and old enough."""
+# -- listings with ages ----------------------------------------------------------
+@dataclass(frozen=True)
+class Listed:
+    """A key as a listing saw it: its timestamp on the storage's clock, and its size."""
 
-    def __init__(self, store: Repository, report: GcReport, marks: Marks, cutoff: float) -> None:
-        self.store = store
-        self.backend = store.backend
+    key: str
+    mtime: float
+    size: int
+
+
+def listed_shards(backend: Backend, folder: str) -> Iterator[list[Listed]]:
+    """The keys below ``folder`` with their ages, one shard at a time (all at once but on S3).
+
+    An object store's listing already carries each key's timestamp and size,
+    so no key costs a request of its own. On S3 a hex-named folder comes in 16
+    shards (by first digit), each listed just before the caller sweeps it, so
+    the age a deletion relies on is one shard's listing old, not the whole folder's.
+    """
+    # TODO(lead): this belongs in the backends as ``Backend.list_detailed(prefix)``; see notes/h19gc.md.
+    if isinstance(backend, FsspecBackend) and backend.protocol.startswith("s3"):
+        digits = "0123456789abcdef" if folder in HEX_FOLDERS else ""
+        shards = list(digits) or [""]
+        with ThreadPoolExecutor(2) as pool:  # the next shard is listed while this one is swept
+            pending = pool.submit(_s3_shard, backend, folder, shards[0])
+            for i in range(len(shards)):
+                shard = pending.result()
+                if i + 1 < len(shards):
+                    pending = pool.submit(_s3_shard, backend, folder, shards[i + 1])
+                yield shard
+        return
+    if isinstance(backend, LocalBackend):
+        root = backend.url
+        found = []
+        for key in backend.list(folder):  # never follows a link
+            try:
+                st = os.lstat(f"{root}/{key}")
+            except FileNotFoundError:
+                continue  # removed meanwhile (another gc pass)
+            except OSError as exc:
+                raise BackendError(f"local store at {key}: {exc.strerror or exc}") from exc
+            found.append(Listed(key, st.st_mtime, st.st_size))
+        yield found
+        return
+    generic = []
+    for key in backend.list(folder):
+        try:
+            generic.append(Listed(key, backend.mtime(key), backend.size(key)))
+        except FileNotFoundError:
+            continue
+    yield generic
+
+
+def _s3_shard(backend: FsspecBackend, folder: str, digit: str) -> list[Listed]:
+    base = backend._path(folder.rstrip("/"))
+    try:
+        found = backend._call("find", base, prefix=digit, detail=True)
+    except FileNotFoundError:
+        return []
+    head, below = backend.root + "/", base + "/"
+    out = []
+    for path, info in found.items():
+        if not path.startswith(below) or path.endswith("/") or info.get("type") == "directory":
+            continue
+        stamp = info.get("LastModified")
+        mtime = stamp.timestamp() if stamp is not None else backend.mtime(path[len(head) :])
+        out.append(Listed(path[len(head) :], float(mtime), int(info.get("size") or 0)))
+    return out
+
+
+def listed(backend: Backend, folder: str) -> list[Listed]:
+    """Every key below ``folder`` with its age (see ``listed_shards``)."""
+    return [item for shard in listed_shards(backend, folder) for item in shard]
+
+
+# -- the storage's clock -----------------------------------------------------------
+class StorageClock:
+    """Time as the storage tells it: the timestamp it gave a marker file it has just written.
+
+    On S3 that is the server's clock, on a local or network disk the file
+    system's; this machine's clock never enters. The marker lives in ``tmp/``.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.key = temp_key(f"{CLOCK_PREFIX}{uuid.uuid4().hex}")
+
+    def now(self) -> float:
+        """Write the marker and read back its timestamp (raises BackendError if the storage fails)."""
+        for _ in range(5):
+            self.backend.write(self.key, b"")
+            try:
+                return self.backend.mtime(self.key)
+            except FileNotFoundError:
+                continue  # another pass, run with grace 0, removed it at once
+        raise BackendError(f"{self.backend.url}: gc's clock marker {self.key} keeps vanishing")
+
+    def close(self) -> None:
+        try:
+            self.backend.delete(self.key)
+        except FileNotFoundError:
+            pass
+
+
+class _OutlivedGrace(Exception):
+    """Internal: the pass stops deleting."""
+
+
+class _Deleter:
+    """Deletes unreachable files whose age the listing established, in batches, while the pass is in time.
+
+    Before each batch it reads the storage clock again: once the pass has run
+    for longer than the grace period it deletes nothing more. On a backend
+    whose ``delete_if_old`` is atomic (the local disk: move aside, then
+    check), each file goes through it, so a writer's refresh after the listing
+    keeps the file; elsewhere a batch goes out as one multi-object delete,
+    right after the listing of its shard.
+    """
+
+    def __init__(self, backend: Backend, report: GcReport, clock: StorageClock, start: float) -> None:
+        self.backend = backend
         self.report = report
-        self.marks = marks
-        self.cutoff = cutoff
+        self.clock = clock
+        self.start = start
+        self.cutoff = start - report.grace
+        # delete_if_old deletes at or before its cutoff; gc deletes only what is strictly older.
+        self._inclusive = math.nextafter(self.cutoff, -math.inf)
+        self.atomic = type(backend).delete_if_old is not Backend.delete_if_old
+        self.pending: list[tuple[Listed, str]] = []
 
-    def old(self, key: str) -> bool:
+    def old(self, item: Listed) -> bool:
+        if item.mtime < self.cutoff:
+            return True
+        self.report.kept_young += 1
+        return False
+
+    def in_time(self) -> bool:
+        """False once the pass has outlived its grace period (re-reads the storage clock)."""
+        if self.report.outlived_grace:
+            return False
+        if self.report.grace > 0 and not self.report.dry_run:  # grace 0 declares that nothing else writes
+            elapsed = self.clock.now() - self.start
+            if elapsed > self.report.grace:
+                self.report.outlived_grace = True
+                warnings.warn(
+                    f"gc stopped deleting: the pass has run {elapsed:.0f} s, longer than its grace period "
+                    f"({self.report.grace:g} s), so what it marked may be out of date; run gc again, "
+                    "with a grace period longer than a pass takes",
+                    GraceExceededWarning,
+                    stacklevel=2,
+                )
+        return not self.report.outlived_grace
+
+    def add(self, item: Listed, kind: str) -> None:
+        """Queue an unreachable file found old by the listing."""
+        self.pending.append((item, kind))
+        if len(self.pending) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        items, self.pending = self.pending, []
+        if not items:
+            return
+        if self.report.dry_run:
+            for item, kind in items:
+                self._count(item, kind)
+            return
+        if not self.in_time():
+            raise _OutlivedGrace
+        if isinstance(self.backend, LocalBackend):
+            gone = _delete_aside(self.backend, [item.key for item, _ in items], self.cutoff)
+            for (item, kind), went in zip(items, gone, strict=True):
+                if went:
+                    self._count(item, kind)
+                elif went is not None:
+                    self.report.kept_young += 1
+            return
+        if self.atomic:
+            for item, kind in items:
+                self.remove_now(item, kind, checked=True)
+            return
+        self.backend.delete_many([item.key for item, _ in items])  # absent keys: another pass got there
+        for item, kind in items:
+            self._count(item, kind)
+
+    def remove_now(self, item: Listed, kind: str, *, checked: bool = False) -> bool:
+        """Delete one file now unless a writer refreshed it since the listing; whether it went."""
+        if self.report.dry_run:
+            self._count(item, kind)
+            return True
+        if not checked and not self.in_time():
+            raise _OutlivedGrace
         try:
-            if self.backend.mtime(key) > self.cutoff:
+            if not self.backend.delete_if_old(item.key, self._inclusive):
                 self.report.kept_young += 1
                 return False
         except FileNotFoundError:
-            return False
+            return False  # already gone: another pass removed it
+        self._count(item, kind)
         return True
 
-    def remove_if_old(self, key: str, kind: str) -> bool:
-        """Delete a data file (object or pack) unless a writer refreshed it at the last moment.
-
-        The backend re-checks the timestamp as it deletes (on a local disk
-        atomically: it moves the file aside first), so a writer that reuses
-        the file either refreshed it in time or finds it gone and writes anew.
-        """
-        try:
-            size = self.backend.size(key)
-            if not self.report.dry_run and not self.backend.delete_if_old(key, self.cutoff):
-                self.report.kept_young += 1
-                return False
-        except FileNotFoundError:
-            return False
-        self.report.removed[kind] += 1
-        self.report.freed[kind] += size
-        return True
-
-    def remove(self, key: str, kind: str) -> None:
+    def remove_key(self, key: str, kind: str) -> None:
+        """Delete a file that goes with one just removed (a pack's index), whatever its age."""
         try:
             size = self.backend.size(key)
             if not self.report.dry_run:
                 self.backend.delete(key)
         except FileNotFoundError:
             return
+        self._count(Listed(key, 0.0, size), kind)
+
+    def _count(self, item: Listed, kind: str) -> None:
         self.report.removed[kind] += 1
-        self.report.freed[kind] += size
+        self.report.freed[kind] += item.size
+
+
+def _delete_aside(backend: LocalBackend, keys: list[str], cutoff: float) -> list[bool | None]:
+    """The local disk's ``delete_if_old`` for a batch, without its per-call overhead.
+
+    Each file is moved into a folder of ``tmp/`` of its own, then its timestamp is
+    read: a writer's refresh either came before the move (the file goes back) or
+    finds no file (and the writer writes it anew). Per key: True if deleted,
+    False if kept (refreshed since the listing), None if already gone. Only for
+    files that are never read through the backend's cached descriptors (not packs).
+    """
+    root = backend.url
+    aside = backend.temp_path()
+    results: list[bool | None] = []
+    try:
+        os.mkdir(aside)
+        try:
+            for i, key in enumerate(keys):
+                path = os.path.join(root, key)
+                moved = f"{aside}/{i}"
+                try:
+                    os.rename(path, moved)
+                except (FileNotFoundError, NotADirectoryError):
+                    results.append(None)  # another pass removed it
+                    continue
+                try:
+                    try:
+                        stamp = os.lstat(moved).st_mtime
+                    except FileNotFoundError:  # another pass (grace 0) set it aside from our tmp/ folder
+                        results.append(None)
+                        continue
+                    if stamp >= cutoff:
+                        try:
+                            os.link(moved, path)  # back in place, unless a writer stored it again meanwhile
+                        except FileExistsError:
+                            pass
+                        results.append(False)
+                    else:
+                        results.append(True)
+                finally:
+                    try:
+                        os.unlink(moved)
+                    except FileNotFoundError:
+                        pass
+        finally:
+            try:
+                os.rmdir(aside)
+            except OSError:
+                pass  # left for a later pass (tmp/ leftovers)
+    except OSError as exc:
+        raise BackendError(f"local store at {aside}: {exc.strerror or exc}") from exc
+    return results
+
+
+class _Sweeper:
+    """Finds what is unreachable and old enough, and hands it to the deleter."""
+
+    def __init__(self, store: Repository, marks: Marks, deleter: _Deleter) -> None:
+        self.store = store
+        self.backend = store.backend
+        self.report = deleter.report
+        self.marks = marks
+        self.deleter = deleter
 
     def objects(self, progress: ProgressCallback | None) -> None:
-        keys = list(self.backend.list(OBJECTS_FOLDER))
-        with Phase(progress, "sweeping objects", len(keys)) as bar:
-            for key in keys:
-                bar.advance()
-                h = parse_object_key(key)
-                if h is not None and (h in self.marks.objects or h in self.marks.chunks):
-                    continue
-                if self.old(key):
-                    try:
-                        kind = kind_of_stored(self.backend.read(key))
-                    except FileNotFoundError:
+        marked_objects, marked_chunks = self.marks.objects, self.marks.chunks
+        deleter = self.deleter
+        with Phase(progress, "sweeping objects", 0) as bar:
+            for shard in listed_shards(self.backend, OBJECTS_FOLDER):
+                bar.add_to_total(len(shard))
+                for item in shard:
+                    bar.advance()
+                    h = parse_object_key(item.key)
+                    if h is not None and (h in marked_objects or h in marked_chunks):
                         continue
-                    self.remove_if_old(key, kind if h is not None else "stray")
+                    if deleter.old(item):
+                        deleter.add(item, "object" if h is not None else "stray")
+                if not deleter.atomic:
+                    deleter.flush()  # while this shard's listing is fresh
+            deleter.flush()
 
     def packs(self, packs: dict[bytes, list[PackEntry]], threshold: float) -> None:
-        pack_files = list(self.backend.list(PACKS_FOLDER))  # before repacking adds new ones
-        canonical_pack = {}
-        for entries in packs.values():
-            for e in entries:
-                loc = self.store.objects.locate(e.digest)
-                if loc is not None:
-                    canonical_pack[e.digest] = loc.pack
+        listing = listed(self.backend, PACKS_FOLDER)  # before repacking adds new ones
+        present = {pack_id: item for item in listing if (pack_id := parse_pack_key(item.key)) is not None}
+        canonical = self._canonical(packs, present)
+        removed: set[bytes] = set()
         for pack_id, entries in packs.items():
-            key = pack_key(pack_id)
-            # A chunk kept in two packs (two writers at once) lives on in one of them.
-            live = [
-                e
-                for e in entries
-                if (e.digest in self.marks.chunks or e.digest in self.marks.objects)
-                and canonical_pack.get(e.digest) == pack_id
-            ]
+            item = present.get(pack_id)
+            if item is None:
+                continue  # gone since the index was read (another pass)
+            live = [e for e in entries if canonical.get(e.digest) == pack_id]
             total = sum(e.stored for e in entries)
             dead = total - sum(e.stored for e in live)
-            if dead == 0 or not self.old(key):
+            if dead == 0 or not self.deleter.old(item):
                 continue
             if not live:
-                if self.remove_if_old(key, "pack"):
-                    self.remove(index_key(pack_id), "pack index")
+                if self.deleter.remove_now(item, "pack"):
+                    self.deleter.remove_key(index_key(pack_id), "pack index")
+                    removed.add(pack_id)
                 if not self.report.dry_run:
                     self.store.objects.forget_pack(pack_id)
             elif dead > threshold * total:
                 self.report.repacked += 1
                 self.report.freed["pack"] += dead
                 if not self.report.dry_run:
-                    rewrite_pack(self.store, pack_id, live, unless_fresher_than=self.cutoff)
-        for key in pack_files:
-            if parse_pack_key(key) not in packs and self.old(key):
-                self.remove(key, "unindexed pack")  # a crash between a pack and its index
+                    if not self.deleter.in_time():
+                        raise _OutlivedGrace
+                    try:
+                        rewrite_pack(self.store, pack_id, live, unless_fresher_than=self.deleter.cutoff,
+                                     may_delete=self.deleter.in_time)  # fmt: skip
+                    except ObjectNotFoundError:
+                        pass  # another pass repacked or removed it first
+        # Whether a pack is indexed is the object store's to say (an index file, or a chunk table).
+        self.store.objects.refresh_index()
+        indexed = set(self.store.objects.pack_ids())
+        for item in listing:
+            pack_id = parse_pack_key(item.key)
+            if pack_id in removed or pack_id in indexed:
+                continue
+            if self.deleter.old(item):
+                self.deleter.remove_now(item, "unindexed pack")  # a crash between a pack and its index
+
+    def _canonical(self, packs: dict[bytes, list[PackEntry]], present: dict[bytes, Listed]) -> dict[bytes, bytes]:
+        """For each marked chunk, the pack that keeps it: the newest present one holding it.
+
+        A chunk in two packs is a repack's copy or two writers' at once. Every
+        pass picks the newest, which is the copy a concurrent repack wrote (or
+        the one a writer refreshed since), so two passes never remove both.
+        """
+        marked_chunks, marked_objects = self.marks.chunks, self.marks.objects
+        best: dict[bytes, tuple[float, bytes]] = {}
+        for pack_id, entries in packs.items():
+            item = present.get(pack_id)
+            if item is None:
+                continue
+            rank = (item.mtime, pack_id)
+            for e in entries:
+                if e.digest in marked_chunks or e.digest in marked_objects:
+                    held = best.get(e.digest)
+                    if held is None or rank > held:
+                        best[e.digest] = rank
+        return {d: rank[1] for d, rank in best.items()}
 
     def indexes(self) -> None:
         """Index entries and caches that point at what is gone."""
-        backend = self.backend
-        for key in list(backend.list(INDEX_FOLDER)):
-            pack_id = parse_index_key(key)
-            if pack_id is None:
+        backend, deleter = self.backend, self.deleter
+        packs_now = {parse_pack_key(k) for k in backend.list(PACKS_FOLDER)}
+        for item in listed(backend, INDEX_FOLDER):
+            pack_id = parse_index_key(item.key)
+            # A pack is written before its index: an old index whose pack is not there lost it.
+            if pack_id is not None and pack_id not in packs_now and deleter.old(item):
+                deleter.add(item, "pack index")
+        for item in listed(backend, CHUNKMAPS_FOLDER):
+            if not deleter.old(item):
                 continue
-            if not backend.exists(pack_key(pack_id)) and self.old(key):
-                self.remove(key, "pack index")
-        for key in list(backend.list(CHUNKMAPS_FOLDER)):
             try:
-                found = ChunkMap.from_bytes(codec.unseal(backend.read(key), key=key))
+                found = ChunkMap.from_bytes(codec.unseal(backend.read(item.key), key=item.key))
                 stale = not all(d in self.marks.chunks for d, _ in found.chunks)
-            except (CasError, FileNotFoundError):
+            except FileNotFoundError:
+                continue
+            except CasError:
                 stale = True
-            if stale and self.old(key):
-                self.remove(key, "chunk map")
-        for key in list(backend.list(CACHE_FOLDER)):
-            run_hash = self.store.run_index.cached_at(key)
-            stale = run_hash is None or run_hash not in self.marks.runs or not self._outputs_marked(run_hash)
-            if stale and self.old(key):  # a young entry may belong to a run recorded after marking
-                self.remove(key, "cache entry")
+            if stale:
+                deleter.add(item, "chunk map")
+        for item in listed(backend, CACHE_FOLDER):
+            if not deleter.old(item):  # a young entry may belong to a run recorded after marking
+                continue
+            run_hash = self.store.run_index.cached_at(item.key)
+            if run_hash is None or run_hash not in self.marks.runs or not self._outputs_marked(run_hash):
+                deleter.add(item, "cache entry")
         for folder, parse in ((PRODUCED_FOLDER, parse_produced_key), (CONSUMED_FOLDER, parse_consumed_key)):
-            for key in list(backend.list(folder)):
-                link = parse(key)
-                run_hash = link.run if link is not None else b""
-                if run_hash not in self.marks.runs and self.old(key):
-                    self.remove(key, "run index")
-        for key in list(backend.list(NAMES_FOLDER)):
-            entry = parse_names_key(key)
-            if (entry is None or not backend.exists(version_key(entry.name, entry.number))) and self.old(key):
-                self.remove(key, "name index")
-        for key in list(backend.list(visualrecords.FOLDER)):
-            artifact = visualrecords.artifact_of_key(key)
-            if (artifact is None or artifact not in self.marks.objects) and self.old(key):
-                self.remove(key, "visualizations")
-        for key in list(backend.list(TMP_FOLDER)):
-            if self.old(key):
-                self.remove(key, "tmp")
+            for item in listed(backend, folder):
+                link = parse(item.key)
+                if (link is None or link.run not in self.marks.runs) and deleter.old(item):
+                    deleter.add(item, "run index")
+        for item in listed(backend, NAMES_FOLDER):
+            entry = parse_names_key(item.key)
+            if entry is not None and backend.exists(version_key(entry.name, entry.number)):
+                continue
+            if deleter.old(item):
+                deleter.add(item, "name index")
+        for item in listed(backend, visualrecords.FOLDER):
+            artifact = visualrecords.artifact_of_key(item.key)
+            if (artifact is None or artifact not in self.marks.objects) and deleter.old(item):
+                deleter.add(item, "visualizations")
+        for item in listed(backend, TMP_FOLDER):
+            # Files being written (a pack, another pass's clock or set-aside files) are young, as the
+            # grace requires; with grace 0 a pass sets aside only what nobody touched since it began.
+            if item.key != deleter.clock.key and deleter.old(item):
+                deleter.add(item, "tmp")
+        deleter.flush()
 
     def _outputs_marked(self, run_hash: bytes) -> bool:
         try:
@@ -348,6 +654,16 @@ class _Sweeper:
         except CasError:
             return False
         return all(h in self.marks.objects for h in run.outputs.values())
+
+
+def _pack_entries(objects: ObjectStore) -> dict[bytes, list[PackEntry]]:
+    """Every indexed pack's entries; a pack that vanishes meanwhile (another pass) is forgotten, not an error."""
+    for _ in range(5):
+        try:
+            return objects.pack_entries()
+        except ObjectNotFoundError:
+            objects.refresh_index()  # forgets the packs whose index has gone
+    return objects.pack_entries()
 
 
 def collect(
@@ -358,46 +674,74 @@ def collect(
     repack_threshold: float = REPACK_THRESHOLD,
     progress: ProgressCallback | None = None,
 ) -> GcReport:
-    """Mark, then sweep everything unreachable and older than ``grace`` seconds."""
+    """Mark, then sweep everything unreachable and older than ``grace`` seconds on the storage's clock.
+
+    Warns with GraceExceededWarning (and sets ``outlived_grace`` in the report)
+    if the pass outlives its grace period: it then deletes nothing more.
+    """
     report = GcReport(dry_run=dry_run, grace=grace)
-    store.objects.refresh_index()
-    # Read before marking, so no pack written after this point is judged by stale liveness.
-    packs = store.objects.pack_entries()
-    marks = mark(store.objects, store.refs, store.run_index, progress=progress)
-    report.missing = marks.missing
-    sweeper = _Sweeper(store, report, marks, time.time() - grace)
-    sweeper.objects(progress)
-    sweeper.packs(packs, repack_threshold)
-    sweeper.indexes()
-    if not dry_run:
+    clock = StorageClock(store.backend)
+    start = clock.now()  # before anything is read: whatever is written from here on is young
+    try:
         store.objects.refresh_index()
+        # Read before marking, so no pack written after this point is judged by stale liveness.
+        packs = _pack_entries(store.objects)
+        marks = mark(store.objects, store.refs, store.run_index, progress=progress)
+        report.missing = marks.missing
+        deleter = _Deleter(store.backend, report, clock, start)
+        sweeper = _Sweeper(store, marks, deleter)
+        try:
+            sweeper.objects(progress)
+            sweeper.packs(packs, repack_threshold)
+            sweeper.indexes()
+        except _OutlivedGrace:
+            pass  # reported: deleter.in_time() warned and set report.outlived_grace
+        if not dry_run:
+            store.objects.refresh_index()
+        # -- consolidation (the lead adds ``consolidate(...)`` here) ------------------------------
+        # After the sweep, on the same clock: ``start`` and ``deleter.cutoff`` are storage time,
+        # ``deleter.in_time()`` says whether the pass may still delete.
+        # ------------------------------------------------------------------------------------------
+    finally:
+        clock.close()
     return report
 
 
 def rewrite_pack(
-    store: Repository, pack_id: bytes, keep: list[PackEntry], *, unless_fresher_than: float | None = None
+    store: Repository,
+    pack_id: bytes,
+    keep: list[PackEntry],
+    *,
+    unless_fresher_than: float | None = None,
+    may_delete: Callable[[], bool] | None = None,
 ) -> bytes:
     """Copy the ``keep`` entries (verified) into a new pack; then remove the old one. Returns the new id.
 
-    With ``unless_fresher_than``, the old pack stays if a writer refreshed it
-    while it was being copied: that writer reuses chunks the copy left out.
+    With ``unless_fresher_than`` (storage time), the old pack stays if a writer
+    refreshed it while it was being copied: that writer reuses chunks the copy
+    left out. The old pack also stays if ``may_delete`` says no (gc ran out of
+    time). Raises ObjectNotFoundError if the old pack vanished (another gc
+    pass removed it) before it was copied: nothing is written then.
     """
     backend = store.backend
     old_key = pack_key(pack_id)
 
     def copied() -> Iterator[tuple[bytes, list[bytes], int, int]]:
         for entry in keep:
-            data = backend.read_range(old_key, entry.offset, entry.stored)
+            try:
+                data = backend.read_range(old_key, entry.offset, entry.stored)
+            except FileNotFoundError:
+                raise ObjectNotFoundError(f"pack {short(pack_id)} is missing") from None
             verify_packed(data, entry, pack_id)
             yield entry.digest, [data], entry.raw_size, entry.codec
 
     # The new pack and its index first...
     new_id, index, _ = store.objects.write_pack(copied(), register=False)
     try:
-        refreshed = unless_fresher_than is not None and backend.mtime(old_key) > unless_fresher_than
+        refreshed = unless_fresher_than is not None and backend.mtime(old_key) >= unless_fresher_than
     except FileNotFoundError:
         refreshed = False
-    if new_id != pack_id and not refreshed:
+    if new_id != pack_id and not refreshed and (may_delete is None or may_delete()):
         for key in (index_key(pack_id), old_key):  # ...then the old one goes
             try:
                 backend.delete(key)

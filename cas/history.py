@@ -23,8 +23,8 @@ from cas.errors import (
     check_argument_type,
 )
 from cas.hashing import from_hex, short
-from cas.objects import Artifact, kind_of
-from cas.refs import RefSpec, check_name
+from cas.objects import Artifact, RefRecord, kind_of
+from cas.refs import check_name
 from cas.repository import Repository
 from cas.runs import STATUSES, Run, valid_time
 
@@ -212,32 +212,106 @@ def log(repo: Repository, *, step: str | None = None, limit: int | None = None) 
 
 
 def version_history(
-    repo: Repository, name: str, *, step: str | None = None, limit: int | None = None
+    repo: Repository,
+    name: str,
+    *,
+    step: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> LogEntries[VersionLog]:
     """The versions of ``name``, newest first, each with the run that produced it (``VersionLog``).
 
-    ``step`` keeps the versions a run of that step produced; ``limit`` caps how
-    many are returned. Unreadable versions and runs are left out and
-    listed in the result's ``skipped``. Raises InvalidNameError.
+    ``step`` keeps the versions a run of that step produced; ``offset`` skips
+    that many (after the ``step`` filter), ``limit`` caps how many are
+    returned: a page costs two listings and the reads of that page (made in
+    parallel on an object store), however many versions the name has.
+    Unreadable versions and runs are left out and listed in the result's
+    ``skipped``. Raises InvalidNameError, InvalidArgumentError.
     """
+    check_name(name)
+    _check_page(offset, limit)
     skipped: list[str] = []
     versions: LogEntries[VersionLog] = LogEntries()
-    check_name(name)
-    for number in reversed(repo.refs.version_numbers(name)):
+    numbers = list(reversed(repo.refs.version_numbers(name)))
+    if step is None:
+        numbers = numbers[offset : None if limit is None else offset + limit]
+    matched = 0
+    for start in range(0, len(numbers), PAGE_BATCH):
         if limit is not None and len(versions) >= limit:
             break
-        try:
-            record = repo.refs.resolve(RefSpec(name, str(number)))
-        except CasError as exc:
-            skipped.append(f"{name}@{number}: {exc}")
-            continue
-        ref = ref_of(name, record)
-        producer = producer_of(repo, record.target, skipped)
-        if step is not None and (producer is None or step not in (producer.step, producer.step.rsplit(".", 1)[-1])):
-            continue
-        versions.append(VersionLog(ref, record.created, producer))
+        for entry in _version_logs(repo, name, numbers[start : start + PAGE_BATCH], skipped):
+            if step is not None:
+                run = entry.run
+                if run is None or step not in (run.step, run.step.rsplit(".", 1)[-1]):
+                    continue
+                matched += 1
+                if matched <= offset:
+                    continue
+            if limit is not None and len(versions) >= limit:
+                break
+            versions.append(entry)
     versions.skipped = skipped
     return versions
+
+
+#: Versions read at once when a page has no limit (or a step filter needs more than the page).
+PAGE_BATCH = 64
+
+
+def _check_page(offset: int, limit: int | None) -> None:
+    check_argument_type(offset, int, "offset")
+    check_argument_type(limit, (int, type(None)), "limit")
+    if offset < 0 or (limit is not None and limit < 0):
+        raise InvalidArgumentError(f"offset and limit must not be negative, not {offset!r} and {limit!r}")
+
+
+def _version_logs(repo: Repository, name: str, numbers: list[int], skipped: list[str]) -> list[VersionLog]:
+    """``VersionLog`` of each of ``numbers`` (read in parallel on an object store); unreadable ones skipped."""
+    records = repo.refs.read_versions([(name, n) for n in numbers])
+    found: list[tuple[int, RefRecord]] = []
+    for number, record in zip(numbers, records, strict=True):
+        if isinstance(record, CasError):
+            skipped.append(f"{name}@{number}: {record}")
+        elif record is not None:  # None: deleted since the listing
+            found.append((number, record))
+    runs: list[Run | None]
+    mine: list[str] = []
+    if repo.backend.cheap_exists or len(found) < 2:
+        runs = [producer_of(repo, record.target, mine) for _, record in found]
+    else:
+        runs = list(repo.executor.map(lambda item: producer_of(repo, item[1].target, mine), found))
+    skipped.extend(mine)
+    return [VersionLog(ref_of(name, record), record.created, run) for (_, record), run in zip(found, runs, strict=True)]
+
+
+@dataclass(frozen=True)
+class NameEntry:
+    """One line of ``cas ls``: a name, its latest version, and how many versions it has."""
+
+    name: str
+    latest: Ref
+    versions: int
+
+
+def names_page(repo: Repository, *, offset: int = 0, limit: int | None = None) -> LogEntries[NameEntry]:
+    """Names in order, each with its latest version: what ``cas ls`` shows, a page at a time.
+
+    One listing of ``refs/`` (a few requests per 1,000 names on an object
+    store), then one read of the latest version file of each name on the page,
+    in parallel. Unreadable versions are left out and listed in ``skipped``.
+    Raises InvalidArgumentError.
+    """
+    _check_page(offset, limit)
+    scanned = repo.refs.scan()
+    page = list(scanned.items())[offset : None if limit is None else offset + limit]
+    records = repo.refs.read_versions([(name, live[-1]) for name, live in page])
+    entries: LogEntries[NameEntry] = LogEntries()
+    for (name, live), record in zip(page, records, strict=True):
+        if isinstance(record, CasError):
+            entries.skipped.append(f"{name}@{live[-1]}: {record}")
+        elif record is not None:
+            entries.append(NameEntry(name, ref_of(name, record), len(live)))
+    return entries
 
 
 def producer(repo: Repository, ref: RefLike, *, skipped: list[str] | None = None) -> Run | None:

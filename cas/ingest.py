@@ -174,16 +174,18 @@ class ChunkIngest:
         self, pack: _PackBuilder, batch: list[memoryview], start: int, end: int, release: Release | None
     ) -> ChunkRefs:
         try:
-            refs: ChunkRefs = []
+            digests = [digest(view) for view in batch]
+            refs: ChunkRefs = [(d, len(view)) for d, view in zip(digests, batch, strict=True)]
             new: list[tuple[bytes, memoryview]] = []
             reused: dict[bytes, memoryview] = {}
-            for view in batch:
-                d = digest(view)
-                refs.append((d, len(view)))
-                if self._objects.knows_chunk(d):
-                    reused[d] = view
-                elif self._claim(d):
-                    new.append((d, view))
+            stored = self._objects.locate_many(digests)  # one call per batch, not one per chunk
+            with self._claim_lock:
+                for d, view in zip(digests, batch, strict=True):
+                    if d in stored:
+                        reused[d] = view
+                    elif d not in self._claimed:
+                        self._claimed.add(d)
+                        new.append((d, view))
             if reused:
                 # Refresh what this put reuses while its bytes are still at hand: a chunk
                 # whose pack gc removed since the index was loaded is stored again.

@@ -7,7 +7,8 @@ This module is the only one that spells a key. The whole layout (FORMAT.md,
     remotes                         REMOTES_KEY: this store's remotes (local; never copied)
     objects/<2 hex>/<62 hex>        object_key: a loose object, named by its hash
     packs/<2 hex>/<64 hex>          pack_key: a pack, named by its id
-    index/<64 hex>                  index_key: a copy of a pack's index
+    index/<64 hex>                  index_key: a copy of a pack's index (packs no table covers yet)
+    midx/<64 hex>                   table_key: a chunk table over many packs, named by its hash (format 2)
     chunkmaps/<2 hex>/<62 hex>      chunkmap_key: a chunk map, by whole-file digest (sealed)
     refs/<name>/@v/<n>              version_key: version n of a name (sealed)
     refs/<name>/@label/<label>      label_key: an explicit version label (sealed)
@@ -41,6 +42,7 @@ __all__ = [
     "CONSUMED_FOLDER",
     "HEX_FOLDERS",
     "INDEX_FOLDER",
+    "TABLES_FOLDER",
     "NAMES_FOLDER",
     "OBJECTS_FOLDER",
     "PACKS_FOLDER",
@@ -61,6 +63,7 @@ __all__ = [
     "gone_folder",
     "gone_key",
     "index_key",
+    "table_key",
     "is_gone_key",
     "label_folder",
     "label_key",
@@ -74,6 +77,7 @@ __all__ = [
     "parse_consumed_key",
     "parse_gone_key",
     "parse_index_key",
+    "parse_table_key",
     "parse_names_key",
     "parse_object_key",
     "parse_pack_key",
@@ -99,6 +103,7 @@ REMOTES_KEY = "remotes"
 OBJECTS_FOLDER = "objects/"
 PACKS_FOLDER = "packs/"
 INDEX_FOLDER = "index/"
+TABLES_FOLDER = "midx/"
 CHUNKMAPS_FOLDER = "chunkmaps/"
 REFS_FOLDER = "refs/"
 NAMES_FOLDER = "names/"
@@ -201,6 +206,16 @@ def index_key(pack_id: bytes) -> str:
 def parse_index_key(key: str) -> bytes | None:
     """The pack id an index copy's key names, or None for a stray."""
     return _parse_whole(INDEX_FOLDER, key)
+
+
+def table_key(table_id: bytes) -> str:
+    """``midx/<64 hex>``: a chunk table, named by the digest of its bytes."""
+    return f"{TABLES_FOLDER}{table_id.hex()}"
+
+
+def parse_table_key(key: str) -> bytes | None:
+    """The id a chunk table's key names, or None for a stray."""
+    return _parse_whole(TABLES_FOLDER, key)
 
 
 def chunkmap_key(file_hash: bytes) -> str:

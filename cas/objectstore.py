@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from cas import codec
 from cas.backends.base import Backend, Buffer, Sink
+from cas.chunktables import ChunkTable
 from cas.errors import (
     AmbiguousRefError,
     BackendError,
@@ -33,6 +34,7 @@ from cas.hashing import digest, is_hex_prefix, short
 from cas.keys import (
     INDEX_FOLDER,
     PACKS_FOLDER,
+    TABLES_FOLDER,
     chunkmap_key,
     index_key,
     object_folder,
@@ -40,12 +42,21 @@ from cas.keys import (
     pack_key,
     parse_index_key,
     parse_object_key,
+    parse_pack_key,
+    parse_table_key,
+    table_key,
 )
 from cas.objects import ChunkMap, PackEntry, PackIndex
 
 PACK_TRAILER_MAGIC = b"CASPACK1"
 # Objects up to this size are rewritten rather than checked first where checking is a request.
 SMALL_REWRITE = 64 << 10
+# Single table lookups a locate_many makes (each loading the index of the pack it finds) before it looks up in bulk.
+_SINGLE_LOOKUPS = 16
+# Rows of pack indexes kept after table lookups led to their packs (about 200 bytes of memory each).
+_CACHED_ROWS = 1 << 18
+# How much of a pack's end a trailer read takes at once (most indexes fit: one request).
+_TRAILER_READ = 64 << 10
 #: How far a tree read from this store may re-use its own chunks, by default (see cas.trees.check_expansion):
 #: 256 times its distinct bytes, or 512 MiB in all whatever its re-use (a file of zeros of
 #: 256 MiB is one 256 KiB chunk listed 1,024 times).
@@ -82,11 +93,18 @@ class ObjectStore:
         #: A tree read from here may declare at most max(expansion_allowance, max_expansion x its distinct bytes).
         self.max_expansion = max_expansion
         self.expansion_allowance = expansion_allowance
-        self._index: dict[bytes, ChunkLocation] = {}
+        self._recent: dict[bytes, ChunkLocation] = {}
         self._loaded_indexes: set[bytes] = set()
+        self._written: set[bytes] = set()
+        self._tables: dict[bytes, ChunkTable] = {}
+        self._pack_cache: OrderedDict[bytes, dict[bytes, ChunkLocation]] = OrderedDict()
+        self._cached_rows = 0
+        self._gone: set[bytes] = set()
         self._index_lock = threading.Lock()
         self._index_ready = False
         #: Packs whose index could be read neither from index/ nor from the pack.
+        #: Chunk tables that could not be read (their packs' chunks may not be found).
+        self.unreadable_tables: dict[bytes, CasError] = {}
         self.unreadable: dict[bytes, CasError] = {}
         self._batch: dict[bytes, tuple[bytes, bytes, int]] | None = None
         self._batch_lock = threading.Lock()
@@ -200,7 +218,7 @@ class ObjectStore:
                 if self.fetch_missing is None or not self.fetch_missing([d]):
                     raise
                 return self._get_fetched(d)
-            return self.read_packed(loc)
+            return self.read_relocating(loc)
         raw = codec.decode(data, key=f"object {short(d)}")
         codec.verify(raw, d, key=f"object {short(d)}")
         return bytes(raw)
@@ -294,52 +312,185 @@ class ObjectStore:
         return found
 
     # -- chunk index ---------------------------------------------------------
+    # Three parts, looked up in this order: the recent part (every ``index/<pack>`` file,
+    # read whole: packs no table covers yet, and this process's own), the indexes of packs
+    # a table lookup led to (a bounded LRU: the neighbours of a chunk are usually in its
+    # pack), and the chunk tables (``midx/``), read by ranges. Packs found missing (gc
+    # removed or repacked them) are skipped until a listing shows them again.
     def ensure_index(self) -> None:
-        """Load the chunk index if this process has not yet."""
+        """List the chunk index if this process has not yet."""
         if not self._index_ready:
             self.refresh_index()
 
     def locate(self, d: bytes) -> ChunkLocation | None:
         """Where a chunk sits in a pack, or None (it may be loose, or absent)."""
         self.ensure_index()
-        return self._index.get(d)
+        loc = self._known(d)
+        if loc is None:
+            loc = self._from_tables(d)
+        return loc
 
     def locate_many(self, digests: Iterable[bytes]) -> dict[bytes, ChunkLocation]:
-        """Where each of these chunks sits in a pack (the ones not found are left out)."""
+        """Where each of these chunks sits in a pack (the ones not found are left out).
+
+        A few single lookups first, each loading the index of the pack it finds (a
+        file's chunks mostly sit together); what is left is looked up in bulk.
+        """
         self.ensure_index()
-        index = self._index
-        return {d: loc for d in digests if (loc := index.get(d)) is not None}
+        found: dict[bytes, ChunkLocation] = {}
+        rest: list[bytes] = []
+        singles = 0
+        for d in digests:
+            loc = self._known(d)
+            if loc is None and singles < _SINGLE_LOOKUPS and self._tables:
+                singles += 1
+                loc = self._from_tables(d)
+            if loc is not None:
+                found[d] = loc
+            elif d not in found:
+                rest.append(d)
+        for table in list(self._tables.values()):
+            if not rest:
+                break
+            try:
+                located = table.lookup_many(rest)
+            except (CasError, FileNotFoundError) as exc:
+                self._table_failed(table, exc)
+                continue
+            for d, where in located.items():
+                if where.pack not in self._gone:
+                    found[d] = ChunkLocation(where.pack, where.entry)
+            rest = [d for d in rest if d not in found]
+        return found
+
+    def _known(self, d: bytes) -> ChunkLocation | None:
+        loc = self._recent.get(d)
+        if loc is not None and loc.pack not in self._gone:
+            return loc
+        with self._index_lock:
+            for pack_id, entries in self._pack_cache.items():
+                loc = entries.get(d)
+                if loc is not None and pack_id not in self._gone:
+                    return loc
+        return None
+
+    def _from_tables(self, d: bytes) -> ChunkLocation | None:
+        for table in list(self._tables.values()):
+            try:
+                where = table.lookup(d)
+            except (CasError, FileNotFoundError) as exc:
+                self._table_failed(table, exc)
+                continue
+            if where is None or where.pack in self._gone:
+                continue
+            self._cache_pack(where.pack, table)
+            return ChunkLocation(where.pack, where.entry)
+        return None
+
+    def _table_failed(self, table: ChunkTable, exc: BaseException) -> None:
+        """A table that vanished (merged by another process) or is unreadable is set aside."""
+        with self._index_lock:
+            self._tables.pop(table.id, None)
+        if isinstance(exc, CasError) and not isinstance(exc, ObjectNotFoundError):
+            self.unreadable_tables[table.id] = exc
+        self._index_ready = False  # list again on the next lookup: its replacement is there
+
+    def _cache_pack(self, pack_id: bytes, table: ChunkTable) -> None:
+        """Keep the index of a pack a table lookup led to (its trailer, verified against its id)."""
+        with self._index_lock:
+            if pack_id in self._pack_cache:
+                self._pack_cache.move_to_end(pack_id)
+                return
+        try:
+            index = self.read_pack_index(pack_id)
+        except ObjectNotFoundError:
+            self._gone.add(pack_id)
+            return
+        except CasError:
+            return  # the table's row still locates the chunk, and its read is verified
+        entries = {e.digest: ChunkLocation(pack_id, e) for e in index.entries}
+        with self._index_lock:
+            self._pack_cache[pack_id] = entries
+            self._cached_rows += len(entries)
+            while self._cached_rows > _CACHED_ROWS and len(self._pack_cache) > 1:
+                _, dropped = self._pack_cache.popitem(last=False)
+                self._cached_rows -= len(dropped)
 
     def find_prefix(self, prefix: str) -> set[bytes]:
-        """Packed objects whose hex digest starts with ``prefix``."""
+        """Packed objects whose hex digest starts with ``prefix`` (at least 6 digits)."""
         self.ensure_index()
-        return {d for d in list(self._index) if d.hex().startswith(prefix)}
+        found = {d for d in list(self._recent) if d.hex().startswith(prefix)}
+        for table in list(self._tables.values()):
+            try:
+                found |= table.find_prefix(prefix)
+            except (CasError, FileNotFoundError) as exc:
+                self._table_failed(table, exc)
+        return found
 
     def knows_chunk(self, d: bytes) -> bool:
-        """True if the chunk is in a known pack (cheap: memory only after the first call)."""
+        """True if the chunk is in a known pack (memory only, for recent packs and packs looked up before)."""
         return self.locate(d) is not None
 
     def refresh_index(self) -> None:
-        """Load the indexes of packs written since the last look (by any process).
+        """List the chunk index again: packs and tables written since the last look (by any process).
 
-        Packs whose index has gone (gc repacked or removed them) are forgotten.
+        ``index/`` is listed before ``midx/``: a consolidation writes a table before it
+        deletes the index files the table replaces, so every pack is in one listing or the other.
         """
-        with backend_errors(INDEX_FOLDER):
-            keys = list(self.backend.list(INDEX_FOLDER))
-        present = {pack_id for key in keys if (pack_id := parse_index_key(key)) is not None}
-        gone = self._loaded_indexes - present
-        if gone:
-            with self._index_lock:
-                self._index = {d: loc for d, loc in self._index.items() if loc.pack not in gone}
-                self._loaded_indexes -= gone
-        new = sorted(present - self._loaded_indexes)
-        for pack_id, index in zip(new, self.executor.map(self._try_pack_index, new), strict=True):
-            if isinstance(index, PackIndex):
-                self.register_pack(pack_id, index)
-                self.unreadable.pop(pack_id, None)
-            else:
-                self.unreadable[pack_id] = index
+        for _ in range(3):
+            with backend_errors(INDEX_FOLDER):
+                keys = list(self.backend.list(INDEX_FOLDER))
+            with backend_errors(TABLES_FOLDER):
+                table_keys = list(self.backend.list(TABLES_FOLDER))
+            present = {pack_id for key in keys if (pack_id := parse_index_key(key)) is not None}
+            tables = {t for key in table_keys if (t := parse_table_key(key)) is not None}
+            self._gone -= present
+            gone = self._loaded_indexes - present - self._written
+            if gone:  # merged into a table (listed below), or removed by gc
+                with self._index_lock:
+                    self._recent = {d: loc for d, loc in self._recent.items() if loc.pack not in gone}
+                    self._loaded_indexes -= gone
+            new = sorted(present - self._loaded_indexes)
+            for pack_id, index in zip(new, self.executor.map(self._try_pack_index, new), strict=True):
+                if isinstance(index, PackIndex):
+                    self.register_pack(pack_id, index, written=False)
+                    self.unreadable.pop(pack_id, None)
+                else:
+                    self.unreadable[pack_id] = index
+            if self._open_tables(tables):
+                break
         self._index_ready = True
+
+    def _open_tables(self, listed: set[bytes]) -> bool:
+        """Keep the listed tables open; False if one vanished before it could be opened (list again)."""
+        with self._index_lock:
+            for table_id in set(self._tables) - listed:
+                del self._tables[table_id]
+        complete = True
+        for table_id in sorted(listed - set(self._tables)):
+            try:
+                with backend_errors(table_key(table_id)):
+                    table = ChunkTable(self.backend, table_id)
+            except FileNotFoundError:
+                complete = False  # merged into another table meanwhile
+                continue
+            except CasError as exc:
+                self.unreadable_tables[table_id] = exc
+                continue
+            self.unreadable_tables.pop(table_id, None)
+            with self._index_lock:
+                self._tables[table_id] = table
+        return complete
+
+    def tables(self) -> list[ChunkTable]:
+        """The chunk tables listed last (by size, smallest first)."""
+        self.ensure_index()
+        return sorted(self._tables.values(), key=lambda t: t.entry_count)
+
+    def recent_pack_ids(self) -> set[bytes]:
+        """Packs with an ``index/`` file (read whole by every reader), as listed last."""
+        self.ensure_index()
+        return set(self._loaded_indexes)
 
     def _try_pack_index(self, pack_id: bytes) -> PackIndex | CasError:
         try:
@@ -369,11 +520,15 @@ class ObjectStore:
         with backend_errors(key):
             try:
                 size = self.backend.size(key)
-                tail = self.backend.read_range(key, max(0, size - 12), 12)
-                length = int.from_bytes(tail[:4], "little")
-                if tail[4:] != PACK_TRAILER_MAGIC or length > size - 12:
+                start = max(0, size - _TRAILER_READ)
+                tail = self.backend.read_range(key, start, size - start)
+                length = int.from_bytes(tail[-12:-8], "little")
+                if len(tail) < 12 or tail[-8:] != PACK_TRAILER_MAGIC or length > size - 12:
                     raise CorruptObjectError(f"pack {short(pack_id)} has no valid trailer", key=key)
-                raw = self.backend.read_range(key, size - 12 - length, length)
+                if length + 12 <= len(tail):
+                    raw = tail[len(tail) - 12 - length : len(tail) - 12]
+                else:
+                    raw = self.backend.read_range(key, size - 12 - length, length)
             except FileNotFoundError:
                 raise ObjectNotFoundError(f"pack {short(pack_id)} is missing") from None
         codec.verify(raw, pack_id, key=f"trailer of pack {short(pack_id)}")
@@ -381,26 +536,61 @@ class ObjectStore:
 
     def describe_unreadable(self) -> str:
         """Why some packs' chunks can not be found (empty when every index loaded)."""
-        return "; ".join(str(e) for e in self.unreadable.values())
+        return "; ".join(str(e) for e in [*self.unreadable.values(), *self.unreadable_tables.values()])
 
-    def register_pack(self, pack_id: bytes, index: PackIndex) -> None:
+    def register_pack(self, pack_id: bytes, index: PackIndex, *, written: bool = True) -> None:
+        """Add a pack to the recent part (``written``: this process wrote it, so it stays until forgotten)."""
         with self._index_lock:
             for entry in index.entries:
-                self._index.setdefault(entry.digest, ChunkLocation(pack_id, entry))
+                self._recent.setdefault(entry.digest, ChunkLocation(pack_id, entry))
             self._loaded_indexes.add(pack_id)
+            if written:
+                self._written.add(pack_id)
+        self._gone.discard(pack_id)
 
     def forget_pack(self, pack_id: bytes) -> None:
         """Drop a pack from the in-memory index (gc removed it)."""
         with self._index_lock:
-            self._index = {d: loc for d, loc in self._index.items() if loc.pack != pack_id}
+            self._recent = {d: loc for d, loc in self._recent.items() if loc.pack != pack_id}
             self._loaded_indexes.discard(pack_id)
+            self._written.discard(pack_id)
+            dropped = self._pack_cache.pop(pack_id, None)
+            if dropped is not None:
+                self._cached_rows -= len(dropped)
+        self._gone.add(pack_id)
+
+    def pack_gone(self, pack_id: bytes) -> None:
+        """A read found this pack missing: skip it until a listing shows it again."""
+        self._gone.add(pack_id)
+
+    def pack_ids(self) -> Iterator[bytes]:
+        """Ids of the packs the index knows: recent ones and those the tables cover (gone ones too)."""
+        self.ensure_index()
+        ids = set(self._loaded_indexes)
+        for table in list(self._tables.values()):
+            ids.update(p for p, _ in table.pack_list())
+        return iter(sorted(ids))
+
+    def existing_pack_ids(self) -> set[bytes]:
+        """Every pack file in the store, indexed or not (one listing of ``packs/``)."""
+        with backend_errors(PACKS_FOLDER):
+            return {p for key in self.backend.list(PACKS_FOLDER) if (p := parse_pack_key(key)) is not None}
 
     def pack_entries(self) -> dict[bytes, list[PackEntry]]:
-        """Every loaded pack's entries, by pack id (from the indexes, first location wins)."""
+        """Every indexed pack's entries, by pack id, for packs that still exist (gc, fsck, usage).
+
+        Reads every index whole: its cost grows with the store, as gc's marking does.
+        """
         self.ensure_index()
-        packs: dict[bytes, list[PackEntry]] = {p: [] for p in self._loaded_indexes}
+        existing = self.existing_pack_ids()
+        packs: dict[bytes, list[PackEntry]] = {}
+        for table in self.tables():
+            for pack_id, entries in table.entries_by_pack().items():
+                if pack_id in existing:
+                    packs[pack_id] = entries
         for pack_id in list(self._loaded_indexes):
-            packs[pack_id] = list(self.read_pack_index(pack_id).entries)
+            if pack_id in existing:
+                packs[pack_id] = list(self.read_pack_index(pack_id).entries)
         return packs
 
     def freshen_chunks(self, digests: set[bytes], *, done: set[bytes] | None = None) -> set[bytes]:
@@ -415,8 +605,9 @@ class ObjectStore:
         missing: set[bytes] = set()
         for attempt in range(2):
             packs: dict[bytes, set[bytes]] = {}
+            located = self.locate_many(digests)
             for d in digests:
-                loc = self._index.get(d)
+                loc = located.get(d)
                 if loc is not None:
                     packs.setdefault(loc.pack, set()).add(d)
                 elif not self._touch(object_key(d)):
@@ -429,6 +620,7 @@ class ObjectStore:
                     if done is not None:
                         done.add(pack_id)
                 else:
+                    self._gone.add(pack_id)
                     lost |= held
             if not lost:
                 return missing
@@ -468,10 +660,6 @@ class ObjectStore:
         self.write_pack_index(pack_id, index_bytes)
         return pack_id, index
 
-    def pack_ids(self) -> Iterator[bytes]:
-        """Ids of the packs whose index is loaded."""
-        return iter(list(self._loaded_indexes))
-
     # -- reading chunks ------------------------------------------------------
     def read_chunk(self, d: bytes, size: int) -> bytes:
         """Read and verify one chunk, wherever it lives."""
@@ -482,20 +670,41 @@ class ObjectStore:
         if loc is None:
             raw = self.get_object(d)
         else:
-            raw = self.read_packed(loc)
+            raw = self.read_relocating(loc)
         if len(raw) != size:
             raise CorruptObjectError(f"chunk {short(d)} is {len(raw)} bytes, tree says {size}")
         return raw
 
     def read_packed(self, loc: ChunkLocation) -> bytes:
+        """Read and verify a packed object (ObjectNotFoundError if its pack has gone)."""
         key = pack_key(loc.pack)
         entry = loc.entry
+        if entry.stored > _max_stored(entry.raw_size):
+            raise CorruptObjectError(f"chunk {short(entry.digest)}: the index claims {entry.stored:,} stored bytes "
+                                     f"for {entry.raw_size:,}", key=key)  # fmt: skip
         with backend_errors(key):
             try:
                 data = self.backend.read_range(key, entry.offset, entry.stored)
             except FileNotFoundError:
+                self._gone.add(loc.pack)
                 raise ObjectNotFoundError(f"pack {short(loc.pack)} is missing") from None
         return bytes(verify_packed(data, entry, loc.pack))
+
+    def read_relocating(self, loc: ChunkLocation) -> bytes:
+        """``read_packed``, and if the pack has gone (gc repacked it), find the object again once."""
+        try:
+            return self.read_packed(loc)
+        except ObjectNotFoundError:
+            self.refresh_index()
+            again = self.locate(loc.entry.digest)
+            if again is None or again.pack == loc.pack:
+                raise
+            return self.read_packed(again)
+
+
+def _max_stored(raw_size: int) -> int:
+    """The most a stored form of ``raw_size`` bytes can take (header, and zstd's worst case, with room)."""
+    return codec.HEADER_SIZE + raw_size + (raw_size >> 7) + (1 << 10)
 
 
 def verify_packed(stored: Buffer, entry: PackEntry, pack_id: bytes) -> Buffer:

@@ -19,14 +19,17 @@ looked up (any name already in a store that passes them stays readable);
 
 from __future__ import annotations
 
+import math
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from cas import codec, lookalikes
 from cas.backends.base import Backend
 from cas.errors import (
+    CasError,
     CorruptObjectError,
     InvalidNameError,
     RefExistsError,
@@ -42,6 +45,7 @@ from cas.keys import (
     label_key,
     names_folder,
     names_key,
+    parse_gone_key,
     parse_names_key,
     parse_ref_key,
     parse_ref_name,
@@ -57,8 +61,19 @@ MAX_LABEL_LENGTH = 128
 _FORBIDDEN = set(' ~^:?*[\\@"<>|')
 _DIGITS = re.compile(r"[0-9]+")
 _MAX_ATTEMPTS = 10_000
+#: Version files read at once from an object store (``read_versions``).
+READ_THREADS = 16
 # How long a listing of the store's names answers "does a name differing only in case exist?"
 _FOLDS_TTL = 10.0
+# How long a listing of a name's versions lets this process find its latest by ``exists`` alone
+# (puts number versions one after another; only a transfer can leave a gap, seen this much later).
+_LISTING_TTL = 30.0
+# How long a writer waits for another to give a label it claimed its version number (seconds).
+_LABEL_WAIT = 30.0
+# Version files remembered per process (their records are a few hundred bytes).
+_MAX_CACHED = 200_000
+# A tag move sorts after the tag's previous value, unless that value is dated this far ahead of now.
+_TAG_BUMP_LIMIT = 86_400.0
 
 
 def check_name(name: str) -> str:
@@ -173,6 +188,35 @@ def parse_ref(text: str) -> RefSpec:
     return RefSpec(name, selector)
 
 
+def tag_moved_at(previous: RefRecord | None, now: float) -> float:
+    """The ``created`` of a tag moved at ``now`` whose value was ``previous``: later than both.
+
+    A Lamport clock: a move made after a tag value was seen (written here, or
+    pulled) is dated after it, whatever the clocks of the machines involved.
+    A previous value dated more than a day ahead (a wrong clock, or planted)
+    is not followed: the move takes ``now``.
+    """
+    if previous is None or not previous.created < now + _TAG_BUMP_LIMIT or previous.created < now:
+        return now
+    return math.nextafter(previous.created, math.inf)
+
+
+def newer_tag(candidate: RefRecord, current: RefRecord) -> bool:
+    """Whether a tag value ``candidate`` (from another store) replaces ``current`` here: the rule of push and pull.
+
+    Tag values are ordered by ``created`` (``tag_moved_at``: a move made after
+    seeing a value sorts after it), then by target and number, so two stores
+    always agree on which of two values wins and a transfer never depends on
+    the order it meets them. Equal values do not replace each other. Callers
+    refuse values dated implausibly far ahead first (``sync.CLOCK_SKEW``).
+    """
+    return _tag_order(candidate) > _tag_order(current)
+
+
+def _tag_order(record: RefRecord) -> tuple[float, bytes, int]:
+    return (record.created, record.target, record.number or 0)
+
+
 def _encode(record: RefRecord) -> bytes:
     return codec.seal(record.to_bytes())  # ref files are not content-addressed: they carry a checksum
 
@@ -182,20 +226,31 @@ def _decode(data: bytes, key: str) -> RefRecord:
 
 
 class RefStore:
-    """Reads and writes version, label and tag files on a backend."""
+    """Reads and writes version, label and tag files on a backend.
+
+    Version files never change while they exist (a number is never reused), so
+    this process keeps each one it has read or written (``_records``) and only
+    asks the backend whether it is still there. The latest version of a name is
+    checked in O(1) where ``exists`` is cheap (a local disk): no version past the
+    one this process knows, and that one not deleted (see ``_latest_record``).
+    """
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         # The next number this process expects for each name: saves listing every
         # version on each put. Another writer makes it stale, which costs a retry.
         self._next: dict[str, int] = {}
-        # The version of each name this process last created or found to be the latest:
-        # lets a repeated put of new content skip reading the latest version's file.
+        # The latest version of each name as this process last saw it, and when
+        # (time.monotonic()) the name's versions were last listed.
         self._latest: dict[str, RefRecord] = {}
+        self._listed_at: dict[str, float] = {}
+        # Version files read or written here, by key: immutable while they exist.
+        self._records: dict[str, RefRecord] = {}
         # fold(folder) -> folder for every folder a name uses, from one listing of refs/;
-        # refreshed after _FOLDS_TTL seconds. Only creating a new name reads it.
+        # refreshed after _FOLDS_TTL seconds (longer in a store whose listing is slow).
         self._folds: dict[str, str] | None = None
         self._folds_at = 0.0
+        self._folds_ttl = _FOLDS_TTL
 
     def _read(self, key: str) -> RefRecord | None:
         try:
@@ -203,8 +258,26 @@ class RefStore:
         except FileNotFoundError:
             return None
 
+    # -- versions: which exist ---------------------------------------------------
     def version_numbers(self, name: str) -> list[int]:
-        return self._numbers_in(version_folder(name))
+        """The numbers of the versions of ``name`` that exist (not deleted), oldest first."""
+        live, _ = self._listing(name)
+        return live
+
+    def _listing(self, name: str) -> tuple[list[int], int]:
+        """(live version numbers, sorted; the highest number ever used, deleted ones included).
+
+        Two listings (``@v/`` and ``@gone/``). A number with a tombstone is deleted
+        even while its version file is still there (an ``rm`` or a writer that
+        found its number deleted is between its two steps, or stopped there).
+        """
+        made = self._numbers_in(version_folder(name))
+        gone = set(self._numbers_in(gone_folder(name)))
+        highest = max(made[-1] if made else 0, max(gone, default=0))
+        if name in self._next or highest:
+            self._next[name] = max(self._next.get(name, 1), highest + 1)
+        self._listed_at[name] = time.monotonic()
+        return [n for n in made if n not in gone], highest
 
     def _numbers_in(self, folder: str) -> list[int]:
         numbers = []
@@ -214,6 +287,66 @@ class RefStore:
                 numbers.append(int(tail))
         return sorted(numbers)
 
+    def _is_live(self, name: str, number: int) -> bool:
+        """Whether version ``number`` of ``name`` exists and is not deleted (two ``exists``)."""
+        return self.backend.exists(version_key(name, number)) and not self.backend.exists(gone_key(name, number))
+
+    def _version(self, name: str, number: int) -> RefRecord | None:
+        """Version ``number`` of ``name`` if it exists and is not deleted; CorruptObjectError if unreadable."""
+        key = version_key(name, number)
+        cached = self._records.get(key)
+        if cached is not None and self.backend.cheap_exists:
+            if self._is_live(name, number):
+                return cached
+            del self._records[key]
+            return None
+        record = self._read(key)
+        if record is None or self.backend.exists(gone_key(name, number)):
+            return None
+        self._remember(key, record)
+        return record
+
+    def _remember(self, key: str, record: RefRecord) -> None:
+        if len(self._records) >= _MAX_CACHED:
+            self._records.clear()
+        self._records[key] = record
+
+    def _latest_record(self, name: str) -> RefRecord | None:
+        """The latest version of ``name`` (None if it has none); CorruptObjectError if unreadable.
+
+        Where ``exists`` is cheap and this process knows a recent latest version n:
+        four ``exists`` (n+1 neither made nor deleted, n there and not deleted).
+        A put always takes the number after the highest used, so no newer
+        version can hide past n+1; a transfer may copy in versions above a gap,
+        which the listing made at most ``_LISTING_TTL`` seconds ago catches.
+        Otherwise two listings and one read (none if the latest is cached).
+        """
+        cached = self._latest.get(name)
+        if (
+            cached is not None
+            and cached.number is not None
+            and self.backend.cheap_exists
+            and time.monotonic() - self._listed_at.get(name, 0.0) < _LISTING_TTL
+        ):
+            n = cached.number
+            if (
+                not self.backend.exists(version_key(name, n + 1))
+                and not self.backend.exists(gone_key(name, n + 1))
+                and self._is_live(name, n)
+            ):
+                return cached
+        for _ in range(3):
+            live, _highest = self._listing(name)
+            if not live:
+                self._latest.pop(name, None)
+                return None
+            record = self._version(name, live[-1])
+            if record is not None:
+                self._latest[name] = record
+                return record
+        raise RefNotFoundError(f"the versions of {name!r} keep changing; try again")
+
+    # -- versions: making them ---------------------------------------------------
     def create_version(
         self, name: str, target: bytes, label: str | None = None, *, reuse_latest: bool = False
     ) -> RefRecord:
@@ -223,9 +356,12 @@ class RefStore:
         number not deleted) is returned instead if it already points at
         ``target``: a version is made only when the content changes. A label is
         an immutable name of one version, so a new label always makes a new
-        version, and a label that already names ``target`` returns its version.
-        Two writers putting the same content at the same moment may still both
-        make a version. A deleted number is never handed out again.
+        version, and a label that already names ``target`` returns its version,
+        also when another writer is making it at this moment (this call waits
+        for its number). Two writers putting the same content without a label
+        at the same moment may still both make a version. A deleted number is
+        never handed out again: a writer whose new version file finds that
+        number's tombstone removes its file and takes a later number.
 
         A new name (no version yet, none deleted) must pass ``check_new_name`` and
         must not differ only in case or Unicode form from a name already in the
@@ -233,81 +369,107 @@ class RefStore:
         InvalidNameError, RefExistsError (``label`` taken by another artifact).
         """
         check_name(name)
-        reuse = reuse_latest and label is None
-        number = self._next.get(name)
-        if reuse:
-            numbers, same = self._same_as_latest(name, target)
+        if reuse_latest and label is None:
+            same = self._same_as_latest(name, target)
             if same is not None:
                 return same
-            if number is None and numbers is not None:
-                number = self._first_free(name, numbers)
+        number = self._next.get(name)
         if number is None:
-            number = self._first_free(name)
+            number = self._listing(name)[1] + 1
         if number == 1:
             check_new_name(name)
             self._check_case(name)
         now = time.time()
         if label is not None:
-            check_new_label(label)
-            key = label_key(name, label)
-            self._check_case_in(label_folder(name), label, "version")
-            if not self.backend.create(key, _encode(RefRecord(target, now, None, label))):
-                existing = self._read(key)
-                if existing is None or existing.target != target:
-                    raise RefExistsError(f"version {name}@{label} already exists with another artifact")
-                if existing.number is not None:
-                    return existing
+            adopted = self._claim_label(name, label, target, now)
+            if adopted is not None:
+                return adopted
         for attempt in range(_MAX_ATTEMPTS):
             record = RefRecord(target, now, number, label)
+            key = version_key(name, number)
             # Exclusive create: concurrent writers each get their own number.
-            if self.backend.create(version_key(name, number), _encode(record)):
-                self._next[name] = number + 1
-                self._latest[name] = record
-                if self._folds is not None:
-                    self._folds.update((lookalikes.fold(p), p) for p in _prefixes(name))
-                # Reverse index (artifact -> names), for lineage labels; rebuildable from refs/.
-                self.backend.write(names_key(target, name, number), b"")
+            if self.backend.create(key, _encode(record)):
+                if self.backend.exists(gone_key(name, number)):
+                    # The number was deleted (before this create, or an rm raced it): never reuse it.
+                    self._delete(key)
+                    number = self._listing(name)[1] + 1
+                    continue
+                self._made(name, key, record)
                 if label is not None:
                     self.backend.write(label_key(name, label), _encode(record))
+                # Reverse index (artifact -> names), for lineage labels; rebuildable from refs/.
+                self.backend.write(names_key(target, name, number), b"")
                 return record
-            if reuse and attempt == 0:
+            if reuse_latest and label is None and attempt == 0:
                 # Another writer made versions since this process last looked: the
                 # latest may now hold ``target`` (our cached view said it did not).
                 self._latest.pop(name, None)
-                _, same = self._same_as_latest(name, target)
+                same = self._same_as_latest(name, target)
                 if same is not None:
                     return same
-            number = number + 1 if attempt % 4 != 3 else max(number + 1, self._first_free(name))
+            number = number + 1 if attempt % 4 != 3 else max(number + 1, self._listing(name)[1] + 1)
         raise RefExistsError(f"could not allocate a version of {name!r}")
 
-    def _same_as_latest(self, name: str, target: bytes) -> tuple[list[int] | None, RefRecord | None]:
-        """(the version numbers listed, if a listing was needed; the latest version if it is ``target``).
+    def _made(self, name: str, key: str, record: RefRecord) -> None:
+        """Remember a version this process just created (the latest, as of now)."""
+        assert record.number is not None
+        self._next[name] = record.number + 1
+        self._latest[name] = record
+        self._listed_at[name] = time.monotonic()
+        self._remember(key, record)
+        if self._folds is not None:
+            self._folds.update((lookalikes.fold(p), p) for p in _prefixes(name))
 
-        Costs nothing when the version this process last made of ``name`` holds
+    def _claim_label(self, name: str, label: str, target: bytes, now: float) -> RefRecord | None:
+        """Claim ``label`` for ``target`` (None: claimed, make its version) or return the version it names.
+
+        The label file is created first, without a number; the writer that
+        created it makes the version and writes the number in. Another writer
+        putting the same target under the label waits for that number (up to
+        ``_LABEL_WAIT`` seconds: after that the first writer is taken to have
+        stopped, and this one makes the version). Raises RefExistsError if the
+        label names another artifact.
+        """
+        check_new_label(label)
+        key = label_key(name, label)
+        self._check_case_in(label_folder(name), label, "version")
+        deadline = time.monotonic() + _LABEL_WAIT
+        pause = 0.002
+        while True:
+            if self.backend.create(key, _encode(RefRecord(target, now, None, label))):
+                return None
+            existing = self._read(key)
+            if existing is not None:
+                if existing.target != target:
+                    raise RefExistsError(f"version {name}@{label} already exists with another artifact")
+                if existing.number is not None:
+                    version = self._version(name, existing.number)
+                    if version is not None and version.target == target:
+                        return version
+                    # its version was deleted: the label goes with it (delete_version)
+                elif time.monotonic() > deadline:
+                    return None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+            if time.monotonic() > deadline + _LABEL_WAIT:
+                raise RefExistsError(f"version {name}@{label} is being deleted or rewritten; try again")
+
+    def _same_as_latest(self, name: str, target: bytes) -> RefRecord | None:
+        """The latest version of ``name`` if it is ``target`` (None otherwise).
+
+        Costs nothing when the version this process last saw as latest holds
         other content: a newer version by another writer shows up as a failed
-        create, which asks again. Otherwise one listing, and one read of the
-        latest version's file unless this process made it. An unreadable latest
-        version counts as different content.
+        create, which asks again. An unreadable latest version counts as
+        different content.
         """
         cached = self._latest.get(name)
         if cached is not None and cached.target != target:
-            return None, None
-        numbers = self.version_numbers(name)
-        if not numbers:
-            return numbers, None
-        latest = numbers[-1]
-        if name in self._next:  # (a listing without the tombstones can not start the count)
-            self._next[name] = max(self._next[name], latest + 1)
-        if cached is not None and cached.number == latest:
-            return numbers, cached
+            return None
         try:
-            record = self._read(version_key(name, latest))
-        except CorruptObjectError:
-            return numbers, None
-        if record is None or record.number != latest:
-            return numbers, None
-        self._latest[name] = record
-        return numbers, record if record.target == target else None
+            latest = self._latest_record(name)
+        except (CorruptObjectError, RefNotFoundError):
+            return None
+        return latest if latest is not None and latest.target == target else None
 
     def check_creatable(self, name: str) -> None:
         """Refuse early what ``create_version`` would refuse by name alone (no I/O unless refused).
@@ -322,19 +484,17 @@ class RefStore:
             if not self.version_numbers(name):
                 raise
 
-    def _first_free(self, name: str, live: list[int] | None = None) -> int:
-        """One past the highest number ``name`` has used, deleted ones included (``live``: @v/ as just listed)."""
-        numbers = (self.version_numbers(name) if live is None else live) + self._numbers_in(gone_folder(name))
-        return max(numbers, default=0) + 1
-
     def _check_case(self, name: str) -> None:
         """Refuse a new name that one case-insensitive folder would share with an existing name.
 
         Reads one listing of refs/ per _FOLDS_TTL seconds: a name another writer
         created since may slip through (as may two created at the same moment).
         """
-        if self._folds is None or time.monotonic() - self._folds_at > _FOLDS_TTL:
+        if self._folds is None or time.monotonic() - self._folds_at > self._folds_ttl:
+            started = time.monotonic()
             self._folds, self._folds_at = self._fold_map(), time.monotonic()
+            # A store with 100,000 names lists for seconds: refresh at most 5% of the time.
+            self._folds_ttl = max(_FOLDS_TTL, 20 * (self._folds_at - started))
         why = _case_twin(name, self._folds)
         if why is not None:
             raise InvalidNameError(f"name {name!r}: {why}")
@@ -384,38 +544,74 @@ class RefStore:
                 )
 
     def set_tag(self, name: str, tag: str, record: RefRecord) -> None:
-        """Point a tag at the version ``record``; the tag's ``created`` says when it was set.
+        """Point a tag at the version ``record``; the tag's ``created`` orders its moves.
+
+        ``created`` is this machine's time, but always later than the tag's
+        ``created`` before the move (``tag_moved_at``), so a move made after
+        seeing a tag value (here, or pulled from elsewhere) sorts after it
+        whatever the clocks say: ``newer_tag`` is the order push and pull use.
+        If the version is deleted while the tag moves, the tag is taken back
+        off it and RefNotFoundError raised: the tag is written, then the
+        version checked, and ``delete_version`` writes the tombstone, then
+        removes the tags, so one of the two sees the other.
 
         The tag must pass ``check_new_label`` and not differ only in case from
-        another tag of ``name``. Raises InvalidNameError.
+        another tag of ``name``. Raises InvalidNameError, RefNotFoundError.
         """
         check_new_label(tag, "tag")
         self._check_case_in(tag_folder(name), tag, "tag")
-        moved = RefRecord(record.target, time.time(), record.number, record.label)
-        self.backend.write(tag_key(name, tag), _encode(moved))
+        key = tag_key(name, tag)
+        try:
+            previous = self._read(key)
+        except CorruptObjectError:
+            previous = None
+        moved = RefRecord(record.target, tag_moved_at(previous, time.time()), record.number, record.label)
+        data = _encode(moved)
+        self.backend.write(key, data)
+        if record.number is not None and not self._is_live(name, record.number):
+            self._delete_if(key, data)
+            raise RefNotFoundError(f"{name}@{record.number} was deleted while {name}@{tag} was moved to it")
+
+    def _delete_if(self, key: str, data: bytes) -> None:
+        """Delete ``key`` if it still holds ``data`` (a read, then a delete: a move in between is lost)."""
+        try:
+            if self.backend.read(key) == data:
+                self.backend.delete(key)
+        except FileNotFoundError:
+            pass
 
     def resolve(self, spec: RefSpec) -> RefRecord:
-        """The record a parsed ref names; RefNotFoundError if none."""
+        """The record a parsed ref names; RefNotFoundError if none.
+
+        A version with a tombstone is deleted, and a label or tag whose
+        version is deleted names nothing (``delete_version`` removes them;
+        this covers one interrupted half-way).
+        """
         name, selector = spec.name, spec.selector
         if selector is None:
-            numbers = self.version_numbers(name)
-            if not numbers:
-                raise RefNotFoundError(f"no artifact named {name!r}")
-            # A version file is written whole, so the highest number is always readable.
-            record = self._read(version_key(name, numbers[-1]))
+            record = self._latest_record(name)
         elif _DIGITS.fullmatch(selector):
-            record = self._read(version_key(name, selector))
+            record = self._version(name, int(selector))
         else:
             record = self._read(label_key(name, selector)) or self._read(tag_key(name, selector))
+            if record is not None and record.number is not None and not self._is_live(name, record.number):
+                record = None
         if record is None:
             raise RefNotFoundError(f"no artifact {name}@{selector}" if selector else f"no artifact named {name!r}")
         return record
 
     def delete_version(self, name: str, number: int) -> list[str]:
-        """Remove version ``number`` of ``name``, its label and the tags on it; return what went."""
-        record = self._read(version_key(name, number))
+        """Remove version ``number`` of ``name``, its label and the tags on it; return what went.
+
+        The tombstone is written first: from then on the number is deleted for
+        every reader, a writer that raced to create it gives it up, and a tag
+        moved to it at this moment is taken back (``set_tag``).
+        """
+        key = version_key(name, number)
+        record = self._read(key)
         if record is None:
             raise RefNotFoundError(f"no artifact {name}@{number}")
+        self.backend.write(gone_key(name, number), b"")  # (again, if an rm stopped half-way)
         removed = [f"{name}@{number}"]
         if record.label is not None:
             label = self._read(label_key(name, record.label))
@@ -427,9 +623,8 @@ class RefStore:
                 self._delete(tag_key(name, tag))
                 removed.append(f"{name}@{tag}")
         self._delete(names_key(record.target, name, number))
-        # A tombstone keeps the number from being handed out again.
-        self.backend.write(gone_key(name, number), b"")
-        self._delete(version_key(name, number))  # last: until now the version still resolves
+        self._delete(key)  # last: a reader that ignores tombstones still resolves it until now
+        self._records.pop(key, None)
         self._latest.pop(name, None)
         return removed
 
@@ -506,14 +701,95 @@ class RefStore:
 
     def names(self) -> Iterator[str]:
         """Every name with at least one version (names no lookup could reach are left out)."""
-        seen = set()
+        return iter(self.scan())
+
+    def scan(self) -> dict[str, list[int]]:
+        """Every name, sorted, with the numbers of its versions (deleted ones left out): one listing of refs/.
+
+        What ``cas ls`` pages through; no ref file is read. Names that break
+        ``check_name`` (planted, e.g. not UTF-8 on a local disk) are left out.
+        """
+        made: dict[str, list[int]] = {}
+        gone: dict[str, set[int]] = {}
         for key in self.backend.list(REFS_FOLDER):
+            if is_gone_key(key):
+                dead = parse_gone_key(key)
+                if dead is not None:
+                    gone.setdefault(dead[0], set()).add(dead[1])
+                continue
             found = parse_ref_key(key)
-            head = found.name if found is not None and found.kind == "v" else None
-            if head is not None and head not in seen:
-                seen.add(head)
-                try:
-                    check_name(head)
-                except InvalidNameError:  # planted by another writer, e.g. not UTF-8 on a local disk
-                    continue
-                yield head
+            if found is not None and found.kind == "v":
+                made.setdefault(found.name, []).append(int(found.selector))
+        result: dict[str, list[int]] = {}
+        for name in sorted(made):
+            live = sorted(n for n in made[name] if n not in gone.get(name, ()))
+            if not live:
+                continue
+            try:
+                check_name(name)
+            except InvalidNameError:
+                continue
+            result[name] = live
+        return result
+
+    def read_versions(
+        self, wanted: Sequence[tuple[str, int]], *, threads: int = READ_THREADS
+    ) -> list[RefRecord | CasError | None]:
+        """The records of the versions ``wanted`` (listed just before): each a record, the error, or None if gone.
+
+        Version files are read in parallel where each read is a request (an
+        object store), so a page of 1,000 costs about the time of 1,000/``threads``.
+        """
+
+        def one(item: tuple[str, int]) -> RefRecord | CasError | None:
+            key = version_key(*item)
+            cached = self._records.get(key)
+            if cached is not None:
+                return cached
+            try:
+                record = self._read(key)
+            except CasError as exc:
+                return exc
+            if record is not None:
+                self._remember(key, record)
+            return record
+
+        if self.backend.cheap_exists or len(wanted) < 2:
+            return [one(item) for item in wanted]
+        with ThreadPoolExecutor(max_workers=min(threads, len(wanted)), thread_name_prefix="cas-refs") as pool:
+            return list(pool.map(one, wanted))
+
+    def problems(self) -> list[str]:
+        """What fsck reports about refs, one line each (reads every ref file once).
+
+        A label split (two live versions of a name carrying one label: two
+        writers raced before labels were claimed first, or one gave up waiting);
+        a version file beside its tombstone (an rm, or a writer that found its
+        number deleted, stopped half-way: the version counts as deleted); a
+        label or tag naming a deleted version.
+        """
+        scanned = self.scan()
+        found: list[str] = []
+        for name, live in scanned.items():
+            carrying: dict[str, list[int]] = {}
+            for number, record in zip(live, self.read_versions([(name, n) for n in live]), strict=True):
+                if isinstance(record, RefRecord) and record.label is not None:
+                    carrying.setdefault(record.label, []).append(number)
+            for label, numbers in sorted(carrying.items()):
+                if len(numbers) > 1:
+                    found.append(f"label split: {name}@{label} is carried by versions {', '.join(map(str, numbers))}")
+        for key in self.backend.list(REFS_FOLDER):
+            dead = parse_gone_key(key)
+            if dead is not None and self.backend.exists(version_key(*dead)):
+                found.append(f"{dead[0]}@{dead[1]} is deleted (tombstone) but its version file is still there")
+                continue
+            ref = parse_ref_key(key)
+            if ref is None or ref.kind == "v":
+                continue
+            try:
+                record = self._read(key)
+            except CasError:
+                continue  # reported as corrupt by fsck's own read
+            if record is not None and record.number is not None and record.number not in scanned.get(ref.name, ()):
+                found.append(f"{ref.name}@{ref.selector} names {ref.name}@{record.number}, which is deleted")
+        return found

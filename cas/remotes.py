@@ -126,5 +126,9 @@ def _flag(entry: dict[str, Any], key: str) -> bool:
     return value
 
 
-def _normal_url(url: str) -> str:
-    return url if "://" in url else os.path.abspath(url)  # a local path, found from anywhere
+def normal_url(url: str) -> str:
+    """A remote's URL as stored: a local path made absolute (found from anywhere), a URL as given."""
+    return url if "://" in url else os.path.abspath(url)
+
+
+_normal_url = normal_url

@@ -11,8 +11,9 @@ import os
 
 from cas.backends import backend_for
 from cas.config import CONFIG_KEY
-from cas.errors import StoreExistsError, check_argument_type
-from cas.remotes import Remote
+from cas.errors import CasError, StoreExistsError, check_argument_type
+from cas.keys import REFS_FOLDER
+from cas.remotes import Remote, normal_url
 from cas.repository import Repository, open_remote
 
 
@@ -57,4 +58,35 @@ def create_like(source: Repository, target_url: str) -> None:
         backend.close()
 
 
-__all__ = ["Remote", "create_like", "remote_name", "open_other", "open_remote", "remote_url", "trusts_cache"]
+def clone_state(source: Repository, source_url: str, target: Repository) -> str:
+    """What ``target`` is to a clone of ``source``: ``"clone"``, ``"unnamed"`` or ``"other"``.
+
+    ``"clone"``: its ``origin`` is ``source_url`` (a clone, maybe interrupted:
+    pulling from ``origin`` completes it). ``"unnamed"``: it holds no ref and no
+    remote and has the config a clone of ``source`` starts with (a clone
+    interrupted before it named its origin). ``"other"``: anything else.
+    """
+    try:
+        remotes = target.remotes.all()
+    except CasError:
+        return "other"
+    origin = remotes.get("origin")
+    if origin is not None:
+        return "clone" if origin.url == normal_url(source_url) else "other"
+    if remotes or next(iter(target.backend.list(REFS_FOLDER)), None) is not None:
+        return "other"
+    if target.config.to_bytes() != source.config.for_new_store().to_bytes():
+        return "other"
+    return "unnamed"
+
+
+__all__ = [
+    "Remote",
+    "clone_state",
+    "create_like",
+    "remote_name",
+    "open_other",
+    "open_remote",
+    "remote_url",
+    "trusts_cache",
+]

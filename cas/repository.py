@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from cas.backends import Backend, backend_for
+from cas.backends import Backend, Timeouts, backend_for
 from cas.config import CONFIG_KEY, StoreConfig, load_config
 from cas.errors import (
     BackendError,
@@ -36,7 +36,6 @@ from cas.transfer import copy_objects
 
 #: Threads that copy objects in from the read-through remote.
 FETCH_THREADS = 16
-_CHECKED_CREATE: set[str] = set()  # backends whose create-if-absent was probed in this process
 
 
 class Repository:
@@ -54,9 +53,9 @@ class Repository:
         expansion_allowance: int = EXPANSION_ALLOWANCE,
     ) -> None:
         self.backend = backend
-        if not single_writer and backend.url not in _CHECKED_CREATE:
-            backend.check_create_if_absent()
-            _CHECKED_CREATE.add(backend.url)
+        if single_writer:
+            backend.skip_create_check()
+        # Otherwise the backend checks create-if-absent before its first write: opening only reads.
         self.config: StoreConfig = load_config(backend, create=create)
         self.executor = ThreadPoolExecutor(
             max_workers=workers or max(4, (os.cpu_count() or 2) + 2), thread_name_prefix="cas"
@@ -125,7 +124,7 @@ class Repository:
             self._read_through_checked = True
             remote = self.remotes.read_through()
             if remote is not None:
-                self._read_through = open_remote(remote.url, like=None)
+                self._read_through = open_remote(remote.url, like=None, timeouts=self.backend.timeouts)
         return self._read_through
 
     def fetch_missing(self, digests: list[bytes]) -> bool:
@@ -173,28 +172,46 @@ class Repository:
         )
 
 
-def backend_at(url: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> Backend:
-    """The backend for ``url``; BackendError (not ImportError) when its fsspec package is missing."""
+def backend_at(
+    url: str | os.PathLike[str],
+    storage_options: dict[str, Any] | None = None,
+    *,
+    timeout: float | None = None,
+    deadline: float | None = None,
+    timeouts: Timeouts | None = None,
+) -> Backend:
+    """The backend for ``url``; BackendError (not ImportError) when its fsspec package is missing.
+
+    ``timeout`` (seconds to connect, and to wait for each read) and ``deadline``
+    (seconds for a whole call, retries included) default to ``CAS_TIMEOUT`` and
+    ``CAS_DEADLINE``, else to ``Timeouts()``; ``timeouts`` gives all of them at once.
+    Raises InvalidArgumentError for a timeout that is not a positive number.
+    """
+    if timeouts is None:
+        timeouts = Timeouts.resolve(timeout, deadline)
     try:
-        return backend_for(url, storage_options)
+        return backend_for(url, storage_options, timeouts=timeouts)
     except ImportError as exc:
         raise BackendError(f"{os.fspath(url)}: {exc} (for S3: pip install 'cas-store[s3]')") from None
 
 
-def open_remote(url: str, *, like: Repository | None) -> Repository:
+def open_remote(url: str, *, like: Repository | None, timeouts: Timeouts | None = None) -> Repository:
     """Open the store at ``url`` (never reading through it further); create it like ``like`` if absent.
 
-    Without ``like`` the store is only read (pull, clone, read-through), so its
-    create-if-absent probe, which writes, is skipped.
+    ``timeouts`` default to ``like``'s (else to the environment's). Opening
+    only reads: a store that is only read (pull, clone, read-through) needs
+    no write access.
     """
+    if timeouts is None and like is not None:
+        timeouts = like.backend.timeouts
     try:
-        return Repository(backend_at(url), create=False, read_through=False, single_writer=like is None)
+        return Repository(backend_at(url, timeouts=timeouts), create=False, read_through=False)
     except StoreNotFoundError:
         if like is None:
             raise
-    backend = backend_for(url)
+    backend = backend_at(url, timeouts=timeouts)
     try:
         backend.create(CONFIG_KEY, like.config.to_bytes())  # the same chunking, so dedup carries over
     finally:
         backend.close()
-    return Repository(backend_at(url), create=False, read_through=False)
+    return Repository(backend_at(url, timeouts=timeouts), create=False, read_through=False)

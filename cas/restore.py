@@ -1,75 +1,133 @@
 """Reading files back out of chunks: into memory or onto disk, verified, concurrently.
 
-A file's chunks are split into spans of about ``SPAN_BYTES``; each span is one
-task on the store's pool. Within a span, chunks that sit back to back in a pack
-uncompressed are read with one vectored read straight into the destination,
-then each is hashed; anything else is read, decoded and verified one by one.
+A file's chunk list is planned once: one ``locate_many`` for all its chunks,
+then *runs* of chunks that sit back to back in one pack with one codec, each
+at most ``RUN_BYTES``. Runs are grouped into spans of about ``SPAN_BYTES``, one
+task each on the store's pool. A raw run is one vectored read of its headers
+and payloads straight into the destination (no copy of ours), after which its
+chunks are hashed while they are still in the CPU's cache; a compressed run is
+one read, then each chunk is decoded, verified and copied into place; a loose
+chunk is read as an object. Nothing read is trusted: each entry's size is
+checked against the tree before the read, each header against the pack index
+and each chunk's hash against the tree after it (FORMAT.md R16, R31).
 """
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 import secrets
+import sys
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
 from cas import codec
-from cas.backends.base import Buffer
 from cas.buffers import filled_bytes
-from cas.chunking import BufferPool
 from cas.errors import CorruptObjectError, IntegrityError, ObjectNotFoundError
 from cas.hashing import digest, short
 from cas.keys import pack_key
-from cas.objects import FileEntry
-from cas.objectstore import ChunkLocation, ObjectStore, check_entry_header
+from cas.objects import FileEntry, PackEntry
+from cas.objectstore import ChunkLocation, ObjectStore, backend_errors, check_entry_header
 
+#: A run's raw bytes at most: small enough that hashing finds them in the CPU's cache after the read.
+RUN_BYTES = 1 << 20
+#: About this many bytes per task on the pool.
 SPAN_BYTES = 16 << 20
 MAX_RUN_CHUNKS = 500  # two iovecs per chunk stay under IOV_MAX
 
+_HEADER = codec.HEADER_SIZE
+_RAW = codec.CODEC_RAW
 
-@dataclass(frozen=True, slots=True)
-class _Planned:
-    digest: bytes
-    size: int
-    offset: int  # in the file
-    location: ChunkLocation | None  # None: a loose object
+# One chunk of a run: its digest, raw size and pack entry (None: a loose object).
+_Chunk = tuple[bytes, int, PackEntry | None]
 
 
-def _plan(objects: ObjectStore, entry: FileEntry) -> list[_Planned]:
+@dataclass(slots=True)
+class _Run:
+    """Chunks consecutive in the file, stored back to back in one pack with one codec (or one loose chunk)."""
+
+    pack: bytes | None  # None: a single loose chunk
+    codec: int
+    start: int  # pack offset of the first entry
+    end: int  # pack offset just past the last entry
+    offset: int  # file offset of the first chunk
+    size: int  # raw bytes, all chunks
+    chunks: list[_Chunk]
+
+
+def _plan(objects: ObjectStore, entry: FileEntry) -> list[_Run]:
+    """The file's chunks as runs, each entry's size and codec checked against the tree before any read."""
     index = objects.locate_many(d for d, _ in entry.chunks)
-    planned = []
+    if any(d not in index for d, _ in entry.chunks):
+        index = _find_unplaced(objects, entry, index)
+    runs: list[_Run] = []
+    run: _Run | None = None
     offset = 0
     for d, size in entry.chunks:
-        planned.append(_Planned(d, size, offset, index.get(d)))
+        loc = index.get(d)
+        if loc is None:  # loose
+            runs.append(_Run(None, -1, 0, 0, offset, size, [(d, size, None)]))
+            run = None
+        else:
+            e = loc.entry
+            if e.raw_size != size or (e.codec == _RAW and e.stored != size + _HEADER):
+                raise CorruptObjectError(
+                    f"chunk {short(d)}: the tree says {size:,} bytes, its pack entry {e.raw_size:,} "
+                    f"({e.stored:,} stored)"
+                )
+            if (
+                run is not None
+                and run.end == e.offset
+                and run.pack == loc.pack
+                and run.codec == e.codec
+                and run.size + size <= RUN_BYTES
+                and len(run.chunks) < MAX_RUN_CHUNKS
+            ):
+                run.chunks.append((d, size, e))
+                run.end += e.stored
+                run.size += size
+            else:
+                run = _Run(loc.pack, e.codec, e.offset, e.offset + e.stored, offset, size, [(d, size, e)])
+                runs.append(run)
         offset += size
-    unplaced = [i for i, p in enumerate(planned) if p.location is None and not objects.has_object(p.digest)]
-    if unplaced:  # another process may have written packs since we looked
-        objects.refresh_index()
-        index = objects.locate_many(planned[i].digest for i in unplaced)
-        absent = [planned[i].digest for i in unplaced if planned[i].digest not in index]
-        if absent and objects.fetch_missing is not None and objects.fetch_missing(absent):
-            index = objects.locate_many(planned[i].digest for i in unplaced)  # fetched from a read-through remote (which raises if it lacks them)
-        for i in unplaced:
-            p = planned[i]
-            loc = index.get(p.digest)
-            if loc is None and not objects.has_object(p.digest):
-                why = objects.describe_unreadable()
-                if why:
-                    raise IntegrityError(f"chunk {short(p.digest)} of {entry.path!r} can not be found: {why}")
-                raise ObjectNotFoundError(f"chunk {short(p.digest)} of {entry.path!r} is missing from the store")
-            planned[i] = _Planned(p.digest, p.size, p.offset, loc)
-    return planned
+    return runs
 
 
-def _spans(planned: list[_Planned]) -> list[list[_Planned]]:
-    spans: list[list[_Planned]] = []
-    current: list[_Planned] = []
+def _find_unplaced(
+    objects: ObjectStore, entry: FileEntry, index: dict[bytes, ChunkLocation]
+) -> dict[bytes, ChunkLocation]:
+    """``index`` completed after looking again for chunks in no known pack; loose ones stay out of it.
+
+    Raises ObjectNotFoundError (IntegrityError if some pack's index is unreadable) for a chunk found nowhere.
+    """
+    unplaced = sorted({d for d, _ in entry.chunks if d not in index and not objects.has_object(d)})
+    if not unplaced:
+        return index
+    objects.refresh_index()  # another process may have written packs since we looked
+    index = {**index, **objects.locate_many(unplaced)}
+    absent = [d for d in unplaced if d not in index]
+    if absent and objects.fetch_missing is not None and objects.fetch_missing(absent):
+        # fetched from a read-through remote (which raises if it lacks them)
+        index.update(objects.locate_many(absent))
+    for d in unplaced:
+        if d not in index and not objects.has_object(d):
+            why = objects.describe_unreadable()
+            if why:
+                raise IntegrityError(f"chunk {short(d)} of {entry.path!r} can not be found: {why}")
+            raise ObjectNotFoundError(f"chunk {short(d)} of {entry.path!r} is missing from the store")
+    return index
+
+
+def _spans(runs: list[_Run]) -> list[list[_Run]]:
+    spans: list[list[_Run]] = []
+    current: list[_Run] = []
     size = 0
-    for chunk in planned:
-        current.append(chunk)
-        size += chunk.size
+    for run in runs:
+        current.append(run)
+        size += run.size
         if size >= SPAN_BYTES:
             spans.append(current)
             current, size = [], 0
@@ -78,99 +136,84 @@ def _spans(planned: list[_Planned]) -> list[list[_Planned]]:
     return spans
 
 
-def _runs(span: list[_Planned]) -> list[list[_Planned]]:
-    """Group chunks stored back to back in one pack with the same codec."""
-    runs: list[list[_Planned]] = []
-    for chunk in span:
-        loc = chunk.location
-        if runs and loc is not None and len(runs[-1]) < MAX_RUN_CHUNKS:
-            prev = runs[-1][-1].location
-            if (
-                prev is not None
-                and prev.pack == loc.pack
-                and prev.entry.codec == loc.entry.codec
-                and prev.entry.offset + prev.entry.stored == loc.entry.offset
-            ):
-                runs[-1].append(chunk)
-                continue
-        runs.append([chunk])
-    return runs
+def _read_run(objects: ObjectStore, run: _Run, dest: memoryview) -> None:
+    """Fill ``dest`` (exactly ``run.size`` bytes) with the run's verified bytes."""
+    if run.pack is None:
+        d, size, _ = run.chunks[0]
+        raw = objects.get_object(d)
+        if len(raw) != size:
+            raise CorruptObjectError(f"chunk {short(d)} is {len(raw)} bytes, tree says {size}")
+        dest[:] = raw
+    elif run.codec == _RAW:
+        _read_raw_run(objects, run, dest)
+    else:
+        _read_compressed_run(objects, run, dest)
 
 
-def _read_span(objects: ObjectStore, span: list[_Planned], dest: memoryview, base: int) -> None:
-    """Fill ``dest`` (which starts at file offset ``base``) with the span's verified bytes."""
-    for run in _runs(span):
-        first = run[0]
-        loc = first.location
-        if loc is None:
-            raw = objects.get_object(first.digest)
-            _place(raw, first, dest, base)
-        elif loc.entry.codec == codec.CODEC_RAW:
-            _read_raw_run(objects, run, dest, base)
-        else:
-            _read_compressed_run(objects, run, dest, base)
-
-
-def _place(raw: Buffer, chunk: _Planned, dest: memoryview, base: int) -> None:
-    if len(raw) != chunk.size:
-        raise CorruptObjectError(f"chunk {short(chunk.digest)} is {len(raw)} bytes, tree says {chunk.size}")
-    start = chunk.offset - base
-    dest[start : start + chunk.size] = raw
-
-
-def _read_compressed_run(objects: ObjectStore, run: list[_Planned], dest: memoryview, base: int) -> None:
-    """One read for the whole run, then decode and verify each chunk into place."""
-    first = run[0].location
-    last = run[-1].location
-    assert first is not None and last is not None
-    key = pack_key(first.pack)
-    length = last.entry.offset + last.entry.stored - first.entry.offset
+def _read_pack(objects: ObjectStore, run: _Run, read: Callable[[str], int]) -> None:
+    assert run.pack is not None
+    key = pack_key(run.pack)
     try:
-        data = memoryview(objects.backend.read_range(key, first.entry.offset, length))
+        with backend_errors(key):
+            got = read(key)
     except FileNotFoundError:
-        raise ObjectNotFoundError(f"pack {short(first.pack)} is missing") from None
-    if len(data) != length:
-        raise CorruptObjectError(f"pack {short(first.pack)} is truncated", key=key)
-    for chunk in run:
-        loc = chunk.location
-        assert loc is not None
-        name = f"chunk {short(chunk.digest)} in pack {short(loc.pack)}"
-        stored = data[loc.entry.offset - first.entry.offset :][: loc.entry.stored]
-        header = codec.parse_header(stored, key=name)
-        check_entry_header(header, loc.entry, name)
-        raw = codec.decode_payload(header, stored[codec.HEADER_SIZE :], key=name)
-        codec.verify(raw, chunk.digest, key=name)
-        _place(raw, chunk, dest, base)
+        raise ObjectNotFoundError(f"pack {short(run.pack)} is missing") from None
+    if got != run.end - run.start:
+        raise CorruptObjectError(f"pack {short(run.pack)} is truncated", key=key)
 
 
-def _read_raw_run(objects: ObjectStore, run: list[_Planned], dest: memoryview, base: int) -> None:
-    """One vectored read straight into the destination, then verify each chunk there."""
-    first = run[0].location
-    assert first is not None
-    key = pack_key(first.pack)
-    headers = [bytearray(codec.HEADER_SIZE) for _ in run]
+def _read_raw_run(objects: ObjectStore, run: _Run, dest: memoryview) -> None:
+    """One vectored read straight into the destination, then each chunk verified there."""
+    headers = bytearray(_HEADER * len(run.chunks))
+    slots = memoryview(headers)
     buffers: list[memoryview] = []
-    expected = 0
-    for chunk, header in zip(run, headers, strict=False):
-        assert chunk.location is not None
-        if chunk.location.entry.raw_size != chunk.size:
-            raise CorruptObjectError(f"chunk {short(chunk.digest)}: pack index and tree disagree on its size")
-        start = chunk.offset - base
-        buffers += (memoryview(header), dest[start : start + chunk.size])
-        expected += codec.HEADER_SIZE + chunk.size
-    try:
-        got = objects.backend.readv(key, first.entry.offset, buffers)
-    except FileNotFoundError:
-        raise ObjectNotFoundError(f"pack {short(first.pack)} is missing") from None
-    if got != expected:
-        raise CorruptObjectError(f"pack {short(first.pack)} is truncated", key=key)
-    for chunk, header, view in zip(run, headers, buffers[1::2], strict=False):
-        # The common case costs two comparisons; the diagnosis only runs on a mismatch.
-        if header != codec.pack_header(codec.CODEC_RAW, chunk.size) or digest(view) != chunk.digest:
-            assert chunk.location is not None
-            name = f"chunk {short(chunk.digest)} in pack {short(first.pack)}"
-            check_entry_header(codec.parse_header(header, key=name), chunk.location.entry, name)
-            codec.verify(view, chunk.digest, key=name)
+    views: list[memoryview] = []
+    pos = 0
+    for i, (_, size, _) in enumerate(run.chunks):
+        view = dest[pos : pos + size]
+        pos += size
+        views.append(view)
+        buffers += (slots[i * _HEADER : (i + 1) * _HEADER], view)
+    _read_pack(objects, run, lambda key: objects.backend.readv(key, run.start, buffers))
+    # The common case costs one comparison for all headers and one per hash; the diagnosis runs on a mismatch.
+    if headers != b"".join([codec.pack_header(_RAW, size) for _, size, _ in run.chunks]):
+        _diagnose_headers(run, headers)
+    for view, (d, _, e) in zip(views, run.chunks, strict=True):
+        if digest(view) != d:
+            assert e is not None and run.pack is not None
+            codec.verify(view, d, key=f"chunk {short(d)} in pack {short(run.pack)}")
+
+
+def _diagnose_headers(run: _Run, headers: bytearray) -> None:
+    assert run.pack is not None
+    for i, (d, _, e) in enumerate(run.chunks):
+        assert e is not None
+        name = f"chunk {short(d)} in pack {short(run.pack)}"
+        check_entry_header(codec.parse_header(headers[i * _HEADER : (i + 1) * _HEADER], key=name), e, name)
+
+
+def _read_compressed_run(objects: ObjectStore, run: _Run, dest: memoryview) -> None:
+    """One read for the whole run, then each chunk decoded, verified and copied into place."""
+    assert run.pack is not None
+    data = memoryview(b"")
+
+    def read(key: str) -> int:
+        nonlocal data
+        data = memoryview(objects.backend.read_range(key, run.start, run.end - run.start))
+        return len(data)
+
+    _read_pack(objects, run, read)
+    pos = 0
+    for d, size, e in run.chunks:
+        assert e is not None
+        name = f"chunk {short(d)} in pack {short(run.pack)}"
+        stored = data[e.offset - run.start :][: e.stored]
+        header = codec.parse_header(stored, key=name)
+        check_entry_header(header, e, name)
+        raw = codec.decode_payload(header, stored[_HEADER:], key=name)
+        codec.verify(raw, d, key=name)
+        dest[pos : pos + size] = raw
+        pos += size
 
 
 def _wait(futures: list[Future[None]]) -> None:
@@ -201,12 +244,11 @@ def read_into(objects: ObjectStore, entry: FileEntry, dest: memoryview) -> None:
 
 
 def _read_into(objects: ObjectStore, entry: FileEntry, dest: memoryview) -> None:
-    planned = _plan(objects, entry)
-    futures = [
-        objects.executor.submit(_read_span, objects, span, dest[span[0].offset :], span[0].offset)
-        for span in _spans(planned)
-    ]
-    _wait(futures)
+    def one(span: list[_Run]) -> None:
+        for run in span:
+            _read_run(objects, run, dest[run.offset : run.offset + run.size])
+
+    _wait([objects.executor.submit(one, span) for span in _spans(_plan(objects, entry))])
 
 
 def read_range(objects: ObjectStore, entry: FileEntry, start: int, end: int) -> bytes:
@@ -243,7 +285,40 @@ def read_bytes(objects: ObjectStore, entry: FileEntry) -> bytes:
         except ObjectNotFoundError:
             objects.refresh_index()
             return objects.read_chunk(d, size)
-    return filled_bytes(entry.size, lambda view: read_into(objects, entry, view))
+
+    def fill(view: memoryview) -> None:
+        _prefer_huge_pages(view)
+        read_into(objects, entry, view)
+
+    return filled_bytes(entry.size, fill)
+
+
+_HUGE_PAGE = 2 << 20
+_madvise: Callable[[int, int, int], int] | None = None
+if sys.platform.startswith("linux") and hasattr(mmap, "MADV_HUGEPAGE"):
+    try:
+        _libc_madvise = ctypes.CDLL(None, use_errno=True).madvise
+        _libc_madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        _libc_madvise.restype = ctypes.c_int
+        _madvise = _libc_madvise
+    except (OSError, AttributeError):
+        pass
+
+
+def _prefer_huge_pages(view: memoryview) -> None:
+    """Ask Linux to back fresh memory (not yet touched) with huge pages, as numpy does for its arrays.
+
+    Filling 256 MiB of fresh 4 KiB pages costs 65,536 page faults, about as
+    long as the copy itself. Only a hint: nothing changes if it is refused.
+    """
+    if _madvise is None or len(view) < 4 * _HUGE_PAGE or view.readonly:
+        return
+    anchor = ctypes.c_char.from_buffer(view)
+    address = ctypes.addressof(anchor)
+    del anchor  # releases the export of ``view``
+    start = -(-address // _HUGE_PAGE) * _HUGE_PAGE
+    end = (address + len(view)) // _HUGE_PAGE * _HUGE_PAGE
+    _madvise(start, end - start, mmap.MADV_HUGEPAGE)
 
 
 def restore_file(
@@ -289,20 +364,15 @@ def _create_temp(path: Path, mode: int) -> tuple[int, str]:
 
 
 def _restore_chunks(objects: ObjectStore, entry: FileEntry, fd: int) -> None:
-    planned = _plan(objects, entry)
-    spans = _spans(planned)
-    pool = BufferPool(min(3, len(spans)), max(sum(c.size for c in span) for span in spans))
+    """Each run read into a small buffer (it stays in the CPU's cache), verified, then written at its offset."""
 
-    def one(span: list[_Planned]) -> None:
-        buf = pool.take()
-        try:
-            size = sum(c.size for c in span)
-            view = memoryview(buf)[:size]
-            _read_span(objects, span, view, span[0].offset)
+    def one(span: list[_Run]) -> None:
+        buffer = memoryview(bytearray(max(run.size for run in span)))
+        for run in span:
+            view = buffer[: run.size]
+            _read_run(objects, run, view)
             written = 0
-            while written < size:
-                written += os.pwrite(fd, view[written:], span[0].offset + written)
-        finally:
-            pool.give(buf)
+            while written < run.size:
+                written += os.pwrite(fd, view[written:], run.offset + written)
 
-    _wait([objects.executor.submit(one, span) for span in spans])
+    _wait([objects.executor.submit(one, span) for span in _spans(_plan(objects, entry))])

@@ -16,7 +16,10 @@ key says everything. A ``cache/`` file holds a checksummed record.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 from cas import codec, keys
 from cas.backends.base import Backend
@@ -31,11 +34,43 @@ def _logged_run(key: str) -> bytes | None:
     return keys.parse_runlog_key(key)
 
 
+#: How ``RunIndex.add`` writes the cache entry of a completed run (``RunIndex.cache_policy``).
+CACHE_POLICIES = ("replace", "claim", "none")
+
+
+@dataclass
+class CacheClaim:
+    """What a ``claim`` found: ``winner`` is the run another writer recorded first (None: this run won)."""
+
+    winner: bytes | None = None
+    claimed: bool = False
+
+
 class RunIndex:
     """The index files next to run objects: time order, cache keys, producers, consumers."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        self._local = threading.local()
+
+    @contextmanager
+    def cache_policy(self, policy: str) -> Iterator[CacheClaim]:
+        """In this thread, ``add`` writes a completed run's cache entry as ``policy`` says.
+
+        ``replace`` (the default): the run becomes the answer for its key.
+        ``claim``: create-if-absent, so the first of two concurrent identical
+        runs stays the answer; the yielded CacheClaim names the run that was
+        there first (``winner``) when this one lost. ``none``: no entry (a
+        duplicate run, recorded for the log only).
+        """
+        if policy not in CACHE_POLICIES:
+            raise ValueError(f"cache policy must be one of {CACHE_POLICIES}, not {policy!r}")
+        claim = CacheClaim()
+        self._local.policy = (policy, claim)
+        try:
+            yield claim
+        finally:
+            self._local.policy = None
 
     @staticmethod
     def log_key(run: Run) -> str:
@@ -56,10 +91,16 @@ class RunIndex:
             for artifact in set(run.outputs.values()):
                 self.backend.write(keys.produced_key(artifact, run.hash), b"")
             entry = codec.seal(run.hash)
-            if cache and replace_cache:
+            policy, claim = getattr(self._local, "policy", None) or ("replace", None)
+            if not replace_cache:
+                policy = "claim" if policy == "replace" else policy
+            if cache and policy == "replace":
                 self.backend.write(self.cache_entry_key(run.cache_key), entry)
-            elif cache:
-                self.backend.create(self.cache_entry_key(run.cache_key), entry)
+            elif cache and policy == "claim":
+                won = self.backend.create(self.cache_entry_key(run.cache_key), entry)
+                if claim is not None:
+                    claim.claimed = won
+                    claim.winner = None if won else self.cached(run.cache_key)
         self.backend.write(self.log_key(run), b"")
 
     @staticmethod
@@ -77,6 +118,10 @@ class RunIndex:
         except (FileNotFoundError, CorruptObjectError):
             return None
         return raw if len(raw) == 32 else None
+
+    def set_cache(self, run: Run) -> None:
+        """Make ``run`` the answer for its cache key (replacing whatever entry is there)."""
+        self.backend.write(self.cache_entry_key(run.cache_key), codec.seal(run.hash))
 
     def forget_cache(self, cache_key: bytes) -> None:
         try:

@@ -29,10 +29,11 @@ import platform
 import re
 import sys
 import tempfile
+import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from importlib import metadata as importlib_metadata
@@ -44,19 +45,26 @@ from cas.destination import unsafe_file_name
 from cas.errors import (
     CasError,
     IncompatibleArtifactError,
+    InputGoneError,
+    InvalidNameError,
+    ObjectNotFoundError,
     PathRequiredError,
     StepOutputError,
     UnsupportedTypeError,
     UntrustedPickleError,
 )
-from cas.hashing import digest
+from cas.hashing import digest, from_hex, short
+from cas.objects import Artifact, Tree
 from materializers.base import type_name_of
 
 if TYPE_CHECKING:
+    from cas.repository import Repository
     from cas.runs import Run
     from cas.store import Ref, Store
 
 PARAM_MAX_BYTES = 64 << 10
+#: The run metadata key a duplicate run names the run it duplicates by (hex): see ``Step.call``.
+DUPLICATE_OF = "cas.duplicate_of"
 #: How a step given no store opens one: ``cas.open``, set by ``cas.store`` (which builds on this module).
 _open_default_store: Callable[[], Store] | None = None
 _pipeline: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("cas_pipeline", default=None)
@@ -296,26 +304,71 @@ class Step:
             self._store = _open_default_store()
         return self._store
 
+    # -- pickling: a step travels to Dask and Ray workers ----------------------------
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        """By reference when the step is importable under its name, else by value (fn, options, code hash).
+
+        The store travels as its URL and options (``Store.__reduce__``); the
+        code hash computed here goes along, so a worker that can not read the
+        source (a function defined in a notebook) keys its calls the same way.
+        """
+        if _importable(self):
+            return str(self.__dict__["__qualname__"])
+        options = {
+            "store": self._store, "name": self.name, "cache": self.cache, "salt": self.salt,
+            "ignore": tuple(self.ignore), "depends_on": self.depends_on, "expires_after": self.expires_after,
+            "outputs": self.outputs, "allow_pickle": self.allow_pickle,
+        }  # fmt: skip
+        return (_rebuild_step, (self.fn, options, self.code))
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.call(*args, **kwargs)[0]
 
+    def ref(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the step and return the Refs of its outputs, shaped as its result (a Ref, tuple or dict of Refs).
+
+        What to pass between Dask or Ray tasks: a Ref pickles in a few bytes
+        and a step given one takes it as the artifact it names (recorded by
+        hash, loaded where the step runs), so every worker computes the same
+        cache key and the lineage edge to the producing run is kept. A cache
+        hit loads nothing: it only checks that the outputs are all stored.
+        """
+        refs, _ = self._call(args, kwargs, load=False)
+        return refs
+
     def call(self, *args: Any, **kwargs: Any) -> tuple[Any, Run]:
         """Call the step; return its result and the run recorded for this call.
+
+        A ``cas.Ref`` argument is the artifact it names: its hash is the input,
+        and the function gets the loaded value (a cache hit loads nothing).
+        When another process recorded the same call while this one ran, the
+        result is that run's (the cache keeps the first), and this run is
+        recorded with ``metadata["cas.duplicate_of"]`` naming it.
 
         Raises what the function raises (unchanged, after recording a failed
         run); from the step's own work, errors naming the step: UnsupportedTypeError
         (an input or output no materializer stores, and pickle not allowed),
         UntrustedPickleError (a cached output is a pickle the step does not trust),
         TypeError (a result that does not match the declared ``outputs``),
+        InputGoneError (an input was collected while the step ran: no run is recorded),
         IntegrityError, BackendError.
         """
+        return self._call(args, kwargs, load=True)
+
+    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, load: bool) -> tuple[Any, Run]:
         store = self.store
         bound = self._signature.bind(*args, **kwargs)
         bound.apply_defaults()
         params: dict[str, Any] = {}
         inputs: dict[str, bytes] = {}
+        given: dict[str, Ref] = {}  # arguments that are Refs: loaded only if the function runs
+        stored: set[bytes] = set()  # inputs this call just put (a put freshens them)
         for arg, value in bound.arguments.items():
             if arg in self.ignore:
+                continue
+            if isinstance(value, artifacts.Ref):
+                inputs[arg] = _ref_digest(self.name, arg, value)
+                given[arg] = value
                 continue
             known = store.provenance.lookup(value)
             if known is not None and unchangeable(value):
@@ -324,24 +377,35 @@ class Step:
                 params[arg] = value
             else:
                 inputs[arg] = self._store_input(store, arg, value)
+                stored.add(inputs[arg])
         key = cache_key(self.name, self.code, params, inputs, self.salt)
         started = time.time()
+        policy = "replace"  # no cache lookup: this run becomes the answer
         if self.cache:
-            hit = store.cached_run(key, expires_after=self.expires_after)
-            values = self._load_hit(store, hit) if hit is not None else None
-            if hit is not None and values is not None:
-                run = store.record_run(
-                    step=self.name, code=self.code, params=params, inputs=inputs, outputs=hit.outputs,
-                    cache_key=key, status="cached", cached_from=hit.hash, returns=hit.returns, order=hit.order,
-                    started=started, environment=hit.environment,
-                )  # fmt: skip
-                return join_outputs(hit.returns, values), run
+            hit, policy = self._lookup(store, key)
+            if hit is not None:
+                found = self._hit_result(store, key, hit, load)
+                if found is not None:
+                    run = store.record_run(
+                        step=self.name, code=self.code, params=params, inputs=inputs, outputs=hit.outputs,
+                        cache_key=key, status="cached", cached_from=hit.hash, returns=hit.returns, order=hit.order,
+                        started=started, environment=hit.environment, parents=hit.parents,
+                    )  # fmt: skip
+                    return found, run
+        guard = InputGuard(store.repository, set(inputs.values()) - stored, store.config.gc_grace, fresh=stored)
         try:
-            result = self.fn(*args, **kwargs)
+            for arg, ref in given.items():
+                bound.arguments[arg] = self._load_input(store, arg, ref)
+            call_args, call_kwargs = (bound.args, bound.kwargs) if given else (args, kwargs)
+            with guard:
+                result = self.fn(*call_args, **call_kwargs)
             kind, values = split_outputs(result, self.outputs, self.name)
             refs = {name: self._store_output(store, name, value, len(values) > 1) for name, value in values.items()}
             for name, value in values.items():
                 store.provenance.remember(value, bytes.fromhex(refs[name].hash))
+            guard.check()  # every input still stored, and fresh for gc's grace period, before the run names it
+        except InputGoneError as exc:
+            raise restated(exc, f"step {self.name!r}: {exc}") from exc
         except BaseException as exc:
             store.record_run(
                 step=self.name, code=self.code, params=params, inputs=inputs, outputs={}, cache_key=key,
@@ -349,13 +413,94 @@ class Step:
             )  # fmt: skip
             raise
         packages = [p for name in refs for p in artifacts.materializer_packages(store.repository, refs[name])]
-        run = store.record_run(
-            step=self.name, code=self.code, params=params, inputs=inputs,
+        record = functools.partial(
+            store.record_run, step=self.name, code=self.code, params=params, inputs=inputs,
             outputs={name: bytes.fromhex(ref.hash) for name, ref in refs.items()},
             cache_key=key, status="completed", returns=kind, order=tuple(values), started=started,
             environment=environment(packages),
         )  # fmt: skip
+        winner = self._first(store, key) if policy == "claim" else None
+        if winner is None:
+            with store.run_index.cache_policy(policy) as claim:
+                run = record()
+            if claim.winner is not None:  # another process recorded this call in the last moment
+                winner = self._first(store, key)
+                if winner is None or winner.hash == run.hash:
+                    store.run_index.set_cache(run)  # the entry named no usable run: this one replaces it
+                    winner = None
+        else:  # another process recorded this call while it ran here: the cache keeps that one
+            with store.run_index.cache_policy("none"):
+                run = record(metadata={DUPLICATE_OF: winner.hash.hex()})
+        if winner is not None:
+            found = self._hit_result(store, key, winner, load)
+            if found is not None:
+                return found, run
+        if not load:
+            return join_outputs(kind, refs), run
         return result, run
+
+    def _lookup(self, store: Store, key: bytes) -> tuple[Run | None, str]:
+        """The completed run cached under ``key`` (None if none), and how a new run then writes the entry.
+
+        ``claim`` when there is no entry (a concurrent identical run may record
+        first: the first keeps the entry), ``replace`` when there is one this
+        call will not use (expired, not completed, unreadable).
+        """
+        run_hash = store.run_index.cached(key)
+        if run_hash is None:
+            return None, "claim"
+        try:
+            run = store.run(run_hash)
+        except CasError:
+            store.run_index.forget_cache(key)
+            return None, "claim"
+        if run.status != "completed" or run.cache_key != key:
+            return None, "replace"
+        if self.expires_after is not None and time.time() - run.ended > self.expires_after:
+            return None, "replace"
+        return run, "replace"
+
+    def _first(self, store: Store, key: bytes) -> Run | None:
+        """The completed run another writer cached under ``key`` since this call looked (None if none)."""
+        run_hash = store.run_index.cached(key)
+        if run_hash is None:
+            return None
+        try:
+            run = store.run(run_hash)
+        except CasError:
+            return None
+        return run if run.status == "completed" and run.cache_key == key else None
+
+    def _hit_result(self, store: Store, key: bytes, hit: Run, load: bool) -> Any:
+        """A cached run's result (values, or Refs if not ``load``); None if it can not be used (then the step runs).
+
+        Outputs found missing drop the cache entry, so no later call is answered
+        with them either; damaged ones raise IntegrityError naming the step.
+        """
+        try:
+            if not load:
+                if not _fits(self.outputs, hit.returns, hit.order):
+                    return None
+                if not all(artifacts.is_complete(store.repository, h) for h in hit.outputs.values()):
+                    store.run_index.forget_cache(key)
+                    return None
+                return join_outputs(hit.returns, {n: artifacts.Ref(hit.outputs[n].hex()) for n in hit.order})
+            values = self._load_hit(store, hit)
+        except ObjectNotFoundError:
+            if store.run_index.cached(key) == hit.hash:
+                store.run_index.forget_cache(key)
+            return None
+        return join_outputs(hit.returns, values) if values is not None else None
+
+    def _load_input(self, store: Store, arg: str, ref: Ref) -> Any:
+        """The value of a Ref argument, loaded under the step's pickle policy."""
+        trust = True if self.allow_pickle else None
+        try:
+            return store.get(ref.hash, trust_pickle=trust)
+        except PathRequiredError:
+            return restore_to_new_folder(store, bytes.fromhex(ref.hash))
+        except CasError as exc:
+            raise restated(exc, f"step {self.name!r}, loading argument {arg!r} ({ref}): {exc}") from exc
 
     # -- the step's own work: its errors speak of the step ------------------------
     def _pickles(self, store: Store) -> bool:
@@ -428,9 +573,124 @@ class Step:
                 values[name] = restore_to_new_folder(store, hit.outputs[name])
             except IncompatibleArtifactError:
                 return None  # written by a materializer or Python this process can not read: recompute
+            except ObjectNotFoundError:
+                raise  # gone (collected): the caller drops the entry and runs the step
             except CasError as exc:
                 raise restated(exc, f"step {self.name!r}, loading cached output {name!r}: {exc}") from exc
         return values
+
+
+def _importable(step: Step) -> bool:
+    """Whether ``module.qualname`` names this very step (then it pickles by reference)."""
+    module_name = getattr(step, "__module__", None)
+    qualname = getattr(step, "__qualname__", None)
+    if not isinstance(module_name, str) or not isinstance(qualname, str) or module_name == "__main__":
+        return False
+    found: Any = sys.modules.get(module_name)
+    if found is None or "<locals>" in qualname:
+        return False
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return found is step
+
+
+def _rebuild_step(fn: Callable[..., Any], options: dict[str, Any], code: bytes) -> Step:
+    """A step unpickled by value: the same function and options, and the code hash the sender computed."""
+    rebuilt = Step(fn, **options)
+    rebuilt._code = code
+    return rebuilt
+
+
+def _ref_digest(step: str, arg: str, ref: Ref) -> bytes:
+    """The artifact hash a Ref argument names (InvalidNameError if it is no full hash)."""
+    try:
+        return from_hex(ref.hash)
+    except (CasError, ValueError, TypeError):
+        raise InvalidNameError(
+            f"step {step!r}: argument {arg!r} is a Ref whose hash is not 64 hex digits: {ref.hash!r:.80}"
+        ) from None
+
+
+class InputGuard:
+    """Keeps a running step's inputs fresh for gc, and checks that they are all still stored at its end.
+
+    gc removes what nothing reaches once it is older than the grace period; a
+    step's inputs are reached by its run only once the run is recorded. While
+    the function runs, a timer thread refreshes the inputs (artifact, tree and
+    chunks: their files' timestamps) every quarter of the grace period, the
+    first time at once for inputs this call did not just store; ``check``
+    refreshes once more unless that was done within the last quarter, and
+    raises InputGoneError if an input is gone.
+    """
+
+    def __init__(self, repo: Repository, inputs: set[bytes], grace: float, *, fresh: Iterable[bytes] = ()) -> None:
+        self._repo = repo
+        self._interval = max(grace / 4, 0.05)
+        self._all = set(inputs) | set(fresh)
+        self._stale = set(inputs)  # not refreshed yet by this call
+        self._last = time.monotonic()
+        self._closures: dict[bytes, set[bytes]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def __enter__(self) -> InputGuard:
+        if self._all:
+            self._thread = threading.Thread(target=self._loop, name="cas-step-inputs", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _loop(self) -> None:
+        wait = 0.0 if self._stale else self._interval
+        while not self._stop.wait(wait):
+            try:
+                self.refresh()
+            except BaseException as exc:  # noqa: BLE001 - reported by check
+                self._error = exc
+                return
+            wait = self._interval
+
+    def refresh(self) -> None:
+        """Freshen every input's objects now; InputGoneError if one is gone."""
+        started = time.monotonic()
+        wanted: set[bytes] = set()
+        for d in sorted(self._all):
+            wanted |= self._closure(d)
+        gone = self._repo.objects.freshen_chunks(wanted)
+        if gone:
+            raise InputGoneError(f"{len(gone)} objects of the step's inputs were removed while it ran "
+                                 f"(gc, or a deletion), e.g. {short(min(gone))}")  # fmt: skip
+        self._stale.clear()
+        self._last = started
+
+    def _closure(self, d: bytes) -> set[bytes]:
+        """An input artifact's objects: itself, its tree and its chunks (read once: they never change)."""
+        found = self._closures.get(d)
+        if found is None:
+            try:
+                art = Artifact.from_bytes(self._repo.objects.get_object(d), key=f"artifact {short(d)}")
+                tree = Tree.from_bytes(self._repo.objects.get_object(art.tree), key=f"tree {short(art.tree)}")
+            except ObjectNotFoundError:
+                raise InputGoneError(f"input {short(d)} was removed while the step ran (gc, or a deletion)") from None
+            found = {d, art.tree} | {c for entry in tree.entries for c, _ in entry.chunks}
+            self._closures[d] = found
+        return found
+
+    def check(self) -> None:
+        """Before the run is recorded: every input still stored and fresh (InputGoneError if not)."""
+        self.__exit__()
+        if not self._all:
+            return
+        if isinstance(self._error, InputGoneError):
+            raise self._error
+        if self._error is not None or self._stale or time.monotonic() - self._last > self._interval:
+            self.refresh()
 
 
 def restore_to_new_folder(store: Store, artifact: bytes) -> Path:

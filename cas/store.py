@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, NamedTuple, overload
 
 from cas import artifacts, fsck, gc, maintenance, remoting, steps, usage, values
 from cas import history as history_mod
@@ -80,6 +82,17 @@ class Store:
         self.trust_pickle = trust_pickle
         #: Objects loaded by get or returned by steps, with their artifact hashes.
         self.provenance = Provenance()
+        #: How to open this store again in another process (what a pickled Store carries).
+        self._reopen = _Reopen(
+            self.url, None, workers, self.allow_pickle, trust_pickle, single_writer, read_through,
+            max_expansion, expansion_allowance,
+        )  # fmt: skip
+        self.closed = False
+        _live[self._reopen] = self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """A Store pickles as its URL and options: unpickling reopens it, once per process (``reopen``)."""
+        return (reopen, (self._reopen,))
 
     # -- the repository's parts ------------------------------------------------------
     @property
@@ -111,6 +124,9 @@ class Store:
 
     def close(self) -> None:
         """Stop the worker threads and release open files."""
+        self.closed = True
+        if _live.get(self._reopen) is self:
+            del _live[self._reopen]
         self.repository.close()
 
     def __enter__(self) -> Store:
@@ -578,7 +594,7 @@ def open(  # noqa: A001  (cas.open, like io.open)
                 raise InvalidArgumentError(f"CAS_STORAGE_OPTIONS is not JSON: {exc}") from None
             storage_options = {**extra, **(storage_options or {})}
     check_argument_type(url, (str, os.PathLike), "url")
-    return Store(
+    store = Store(
         backend_at(url, storage_options),
         create=create,
         workers=workers,
@@ -589,6 +605,11 @@ def open(  # noqa: A001  (cas.open, like io.open)
         max_expansion=max_expansion,
         expansion_allowance=expansion_allowance,
     )
+    if storage_options:
+        del _live[store._reopen]
+        store._reopen = store._reopen._replace(storage_options=_frozen(storage_options))
+        _live[store._reopen] = store
+    return store
 
 
 def clone(
@@ -644,4 +665,77 @@ def _discover(start: Path | None = None) -> Path | None:
     return None
 
 
-steps.set_default_store_opener(open)
+# -- one Store per URL and options in a process (what pickled stores and steps share) -------------
+class _Reopen(NamedTuple):
+    """What opens a store again: its URL and the options it was opened with (hashable: a registry key)."""
+
+    url: str
+    storage_options: str | None  # JSON, keys sorted
+    workers: int | None
+    allow_pickle: bool
+    trust_pickle: bool
+    single_writer: bool
+    read_through: bool
+    max_expansion: float
+    expansion_allowance: int
+
+
+#: Stores open in this process, by how they were opened: a pickled Store unpickles to one of these.
+_live: weakref.WeakValueDictionary[_Reopen, Store] = weakref.WeakValueDictionary()
+#: Stores opened here because a pickle named them: kept open for the life of the process (a worker's).
+_reopened: dict[_Reopen, Store] = {}
+_registry_lock = threading.Lock()
+
+
+def _frozen(storage_options: dict[str, Any]) -> str:
+    try:
+        return json.dumps(storage_options, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"storage_options must be JSON-like data to share a store: {exc}") from None
+
+
+def reopen(how: _Reopen) -> Store:
+    """The open Store of this process for ``how`` (URL and options), opening it on first use.
+
+    What an unpickled Store (and a step bound to one) is: every step and every
+    task in a worker process shares one Store per URL and options, never one
+    per step or per task. The store must exist (StoreNotFoundError otherwise):
+    a worker never creates one where the driver had none.
+    """
+    if not isinstance(how, _Reopen):
+        how = _Reopen(*how)
+    with _registry_lock:
+        found = _live.get(how)
+        if found is not None and not found.closed:
+            return found
+        options = json.loads(how.storage_options) if how.storage_options is not None else None
+        store = open(
+            how.url, create=False, storage_options=options, workers=how.workers, allow_pickle=how.allow_pickle,
+            trust_pickle=how.trust_pickle, single_writer=how.single_writer, read_through=how.read_through,
+            max_expansion=how.max_expansion, expansion_allowance=how.expansion_allowance,
+        )  # fmt: skip
+        _reopened[how] = store
+        return store
+
+
+def default_store() -> Store:
+    """The store a step given none uses: ``cas.open()``'s, opened once per process and shared by every step.
+
+    Found again at each call (``CAS_STORE`` or the working folder may change),
+    but opened only when it is not open yet.
+    """
+    url: str | os.PathLike[str] = os.environ.get("CAS_STORE") or _discover() or Path.cwd() / ".cas"
+    options = os.environ.get("CAS_STORAGE_OPTIONS") if os.environ.get("CAS_STORE") else None
+    key = (os.fspath(url), options)
+    with _registry_lock:
+        found = _defaults.get(key)
+        if found is not None and not found.closed:
+            return found
+        store = open()
+        _defaults[key] = store
+        return store
+
+
+_defaults: dict[tuple[str, str | None], Store] = {}
+
+steps.set_default_store_opener(default_store)

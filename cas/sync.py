@@ -60,8 +60,10 @@ from cas.keys import (
     REFS_FOLDER,
     RUNLOG_FOLDER,
     gone_key,
+    is_gone_key,
     names_key,
     parse_ref_key,
+    parse_ref_name,
     ref_folder,
     version_key,
 )
@@ -268,6 +270,8 @@ class _Plan:
         for key in keys:
             parsed = parse_ref_key(key)
             if parsed is None:
+                if not is_gone_key(key):  # a@b, x/@label/a@b, x/@v/1/y: no name rule lets a put write it
+                    self.skip(_stray_ref(key), "not a valid ref file (its name or label breaks the naming rules)", key)
                 continue
             f = _RefFile(key, *parsed)
             why = _invalid_name(f)
@@ -676,6 +680,11 @@ def _invalid_name(f: _RefFile) -> str | None:
     except InvalidNameError as exc:
         return str(exc)
     return None
+
+
+def _stray_ref(key: str) -> str:
+    """How a ref file that does not parse is named in a report: ``name@selector`` from its key."""
+    return f"{parse_ref_name(key) or key}@{key.rsplit('/', 1)[-1]}"
 
 
 def _plausible_time(created: float, now: float) -> bool:

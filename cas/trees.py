@@ -10,7 +10,7 @@ from typing import Any
 
 from cas import codec, destination, restore
 from cas.backends.base import Buffer
-from cas.chunking import ChunkParams
+from cas.chunking import ChunkParams, cut_ends
 from cas.errors import (
     CorruptObjectError,
     DeclaredSizeError,
@@ -30,12 +30,20 @@ _HASH_WINDOW = 64 << 20
 
 
 class _Pending:
-    """A large file whose chunks are still being stored."""
+    """A large file whose chunks (and perhaps whole-file hash) are still being computed."""
 
-    def __init__(self, size: int, file_hash: bytes, futures: list[Future[ChunkRefs]]) -> None:
+    def __init__(self, size: int, file_hash: bytes | Future[bytes], futures: list[Future[ChunkRefs]]) -> None:
         self.size = size
         self.hash = file_hash
         self.futures = futures
+
+    def file_hash(self) -> bytes:
+        return self.hash if isinstance(self.hash, bytes) else self.hash.result()
+
+    def wait_hash(self) -> None:
+        """Let a whole-file hash still reading the file finish (its mapping may then be closed)."""
+        if not isinstance(self.hash, bytes):
+            self.hash.exception()
 
 
 class TreeWriter:
@@ -66,7 +74,7 @@ class TreeWriter:
             d = self._objects.put_object(view)
             self._done[path] = FileEntry(path, size, ((d, size),), hash=d)
         else:
-            self._write_large(path, view, digest(view), None)
+            self._write_large(path, view, None)
 
     def write_file(self, path: str, source: str | os.PathLike[str]) -> None:
         self._claim_path(path)
@@ -84,10 +92,24 @@ class TreeWriter:
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         self._maps.append(mapped)
         release = _releaser(mapped)
-        view = memoryview(mapped)
-        self._write_large(path, view, digest_windows(view, _HASH_WINDOW, release), release)
+        self._write_large(path, memoryview(mapped), release)
 
-    def _write_large(self, path: str, view: memoryview, file_hash: bytes, release: Release | None) -> None:
+    def _write_large(self, path: str, view: memoryview, release: Release | None) -> None:
+        if not self._may_be_stored(view):
+            # New bytes (their first chunk is not in the store, so no chunk map can serve
+            # them): hash the whole file on the pool while its chunks are cut and stored,
+            # rather than before, so that no core waits for the other.
+            if self._ingest is None:
+                self._ingest = ChunkIngest(self._objects, self._params)
+            whole = self._objects.executor.submit(digest, view, threaded=False)
+            try:
+                futures = self._ingest.add_buffer(view, release)
+            except BaseException:
+                whole.exception()  # it reads the view: let it finish before the file is closed
+                raise
+            self._pending[path] = _Pending(len(view), whole, futures)
+            return
+        file_hash = digest(view) if release is None else digest_windows(view, _HASH_WINDOW, release)
         known = self._objects.trusted_chunkmap(file_hash, len(view))
         if known is None:
             known = self._objects.read_chunkmap(file_hash, len(view))
@@ -104,6 +126,17 @@ class TreeWriter:
             self._ingest = ChunkIngest(self._objects, self._params)
         self._pending[path] = _Pending(len(view), file_hash, self._ingest.add_buffer(view, release))
 
+    def _may_be_stored(self, view: memoryview) -> bool:
+        """Whether the first chunk of these bytes is stored: if not, neither is any chunk map for them.
+
+        (A chunk map is used only when all its chunks are stored, and the first
+        chunk of the same bytes is always cut the same way.) Costs one cut and one
+        hash of at most ``max_size`` bytes.
+        """
+        first = cut_ends(self._params, view, 0, min(len(view), 2 * self._params.max_size))[0]
+        d = digest(view[:first])
+        return self._objects.knows_chunk(d) or self._objects.has_object(d)
+
     def finish(self) -> Tree:
         """Wait for every chunk to be stored, then build the tree."""
         try:
@@ -112,8 +145,9 @@ class TreeWriter:
             entries = dict(self._done)
             for path, pending in self._pending.items():
                 chunks = tuple(ref for future in pending.futures for ref in future.result())
-                entries[path] = FileEntry(path, pending.size, chunks, hash=pending.hash)
-                self._objects.write_chunkmap(ChunkMap(pending.hash, pending.size, chunks))
+                file_hash = pending.file_hash()
+                entries[path] = FileEntry(path, pending.size, chunks, hash=file_hash)
+                self._objects.write_chunkmap(ChunkMap(file_hash, pending.size, chunks))
             return Tree(tuple(entries[p] for p in sorted(entries)))
         finally:
             self._close_maps()
@@ -126,6 +160,8 @@ class TreeWriter:
             self._close_maps()
 
     def _close_maps(self) -> None:
+        for pending in self._pending.values():
+            pending.wait_hash()
         self._pending.clear()
         for mapped in self._maps:
             try:

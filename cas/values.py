@@ -87,7 +87,8 @@ def put_value(
             raise
         mat = registry.by_name("cas.pickle")
         tree = _save(repo, mat, obj)
-    tree_digest = repo.objects.put_object(tree.to_bytes())
+    tree_bytes = tree.to_bytes()
+    tree_digest = repo.objects.put_object(tree_bytes)
     artifact = Artifact(
         tree=tree_digest,
         python_type=type_name_of(type(obj)),
@@ -97,7 +98,11 @@ def put_value(
         metadata=check_metadata(with_writer_record(mat, mat.metadata(obj))),
         user_metadata=user_metadata,
     )
-    digest = repo.objects.put_object(artifact.to_bytes())
+    artifact_bytes = artifact.to_bytes()
+    digest = repo.objects.put_object(artifact_bytes)
+    # A get in this process needs no read or decode of what it just stored.
+    artifacts.remember(repo, tree_digest, tree, len(tree_bytes))
+    artifacts.remember(repo, digest, artifact, len(artifact_bytes))
     if visualize and not mat.executes_code:
         repo.objects.flush()
         visualize_mod.save(

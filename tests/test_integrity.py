@@ -58,8 +58,7 @@ def test_flips_in_pack_entries_are_detected(store_url: str) -> None:
     with cas.open(store_url) as s:
         backend = s.backend
         (pack,) = list(backend.list("packs/"))
-        s.objects.ensure_index()
-        entries = [loc.entry for loc in s.objects._index.values()]
+        entries = [e for es in s.objects.pack_entries().values() for e in es]
     rng = random.Random(2)
     for entry in rng.sample(entries, 10):
         for pos in (entry.offset, entry.offset + 5, entry.offset + 16, entry.offset + entry.stored - 1):

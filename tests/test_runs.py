@@ -93,7 +93,8 @@ def test_missing_chunk_of_an_output_is_not_a_hit(local_store: cas.Store) -> None
     big()
     for key in list(local_store.backend.list("packs/")):
         local_store.backend.delete(key)
-    local_store.objects._index.clear()
+    for pack_id in list(local_store.objects.pack_ids()):
+        local_store.objects.forget_pack(pack_id)
     big()
     assert len(calls) == 2
 

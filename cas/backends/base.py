@@ -9,10 +9,70 @@ Everything else is wrapped in :class:`cas.BackendError` by the object store.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from cas.errors import InvalidArgumentError
 
 Buffer = bytes | bytearray | memoryview
+
+#: Environment variables that set the defaults of :class:`Timeouts` (seconds).
+TIMEOUT_VARIABLE = "CAS_TIMEOUT"
+DEADLINE_VARIABLE = "CAS_DEADLINE"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """How long one call to a network backend may wait; a local disk answers or fails by itself.
+
+    ``connect``: for a connection; ``read``: for each read of an answer (no
+    byte for that long fails the attempt); ``deadline``: for the whole call,
+    retries included, plus one second per ``min_rate`` bytes the call moves;
+    ``attempts``: the first try and its retries, in all (nothing below retries again).
+    """
+
+    connect: float = 5.0
+    read: float = 20.0
+    deadline: float = 60.0
+    attempts: int = 3
+    min_rate: float = float(1 << 20)
+
+    @classmethod
+    def resolve(cls, timeout: float | None = None, deadline: float | None = None) -> Timeouts:
+        """``timeout`` (connect and read) and ``deadline``, else ``CAS_TIMEOUT`` / ``CAS_DEADLINE``, else defaults.
+
+        Raises InvalidArgumentError for a value that is not a positive number.
+        """
+        default = cls()
+        wait = _seconds(timeout, TIMEOUT_VARIABLE, "timeout")
+        total = _seconds(deadline, DEADLINE_VARIABLE, "deadline")
+        return cls(
+            connect=wait if wait is not None else default.connect,
+            read=wait if wait is not None else default.read,
+            deadline=total if total is not None else default.deadline,
+        )
+
+    def budget(self, size: int = 0) -> float:
+        """Seconds a call that moves ``size`` bytes may take in all."""
+        return self.deadline + size / self.min_rate
+
+
+def _seconds(value: float | None, variable: str, what: str) -> float | None:
+    source = what
+    if value is None:
+        text = os.environ.get(variable)
+        if not text:
+            return None
+        source = f"{variable}={text!r}"
+        try:
+            value = float(text)
+        except ValueError:
+            raise InvalidArgumentError(f"{source} is not a number of seconds") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise InvalidArgumentError(f"{source} must be a positive number of seconds, not {value!r}")
+    return float(value)
 
 
 class Sink(ABC):
@@ -35,6 +95,9 @@ class Backend(ABC):
     """Key -> bytes storage with atomic writes and create-if-absent."""
 
     url: str
+    #: How long a call may wait (network backends honour it, and remotes opened from
+    #: this store inherit it; None: ``Timeouts.resolve()``, from the environment).
+    timeouts: Timeouts | None = None
     #: Packs are cut at about this many bytes on this backend.
     pack_target: int = 64 << 20
     #: Whether ``exists`` costs much less than a small write (a stat, not a request).
@@ -123,7 +186,14 @@ class Backend(ABC):
         """Modification time of ``key`` as a POSIX timestamp."""
 
     def check_create_if_absent(self) -> None:
-        """Raise BackendError if ``create`` is not really exclusive here (checked once at open)."""
+        """Raise BackendError if ``create`` is not really exclusive here.
+
+        Backends that need the check make it themselves before their first
+        write (never at open: reading needs no write access).
+        """
+
+    def skip_create_check(self) -> None:
+        """Trust ``create`` without checking it (a store only one process ever writes)."""
 
     def close(self) -> None:
         """Release open handles."""

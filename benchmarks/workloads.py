@@ -1,0 +1,272 @@
+"""What users do with a large array: put, get, re-put it identical and 1% changed, beside the usual ways to save it.
+
+One float64 array of random values (incompressible), 256 MiB (``--size``, at
+most 256 MiB; 32 MiB with ``--quick``), goes through cas and, in the same run,
+through ``np.save``/``np.load``, a pickle file and ``joblib.dump``/``joblib.load``.
+Every measurement alternates the sides (the order flips each round), writes
+into a fresh folder, and reports medians. Each put row carries the CPU-seconds
+per GiB of both sides (all threads of the process), and a row of its own gives
+cas's figure against the target of at most 1 CPU-second per GiB.
+
+Re-puts go into a store that holds the array already, through a new handle
+(as a new process would: the chunk map is verified again), and count the bytes
+the store grew by; the other sides write a whole new file, their reference.
+
+The scaling row runs the put in child processes pinned with ``taskset`` to
+one core, then two, alternated: the target is at least 1.8x.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import cas
+from benchmarks.harness import Row, median, remove, throughput_row, tree_size
+
+MAX_SIZE = 256 << 20
+GIB = 1 << 30
+_Side = tuple[Callable[[Path], Any], str]
+
+
+def _array(size: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random(size // 8)
+
+
+def _joblib() -> Any:
+    try:
+        import joblib
+    except ImportError:  # pip install cas-store[bench]
+        return None
+    return joblib
+
+
+def _pickle_dump(value: Any, path: Path) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _pickle_load(path: Path) -> Any:
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def _cas_put(value: Any, path: Path) -> None:
+    with cas.open(path) as store:
+        store.put(value, "array")
+
+
+def _cas_get(path: Path) -> Any:
+    with cas.open(path) as store:
+        return store.get("array")
+
+
+def _savers(arr: np.ndarray) -> dict[str, _Side]:
+    """name -> (save into a folder, file name); cas first."""
+    sides: dict[str, _Side] = {
+        "cas": (lambda folder: _cas_put(arr, folder / "store"), "store"),
+        "np.save": (lambda folder: np.save(folder / "a.npy", arr), "a.npy"),
+        "pickle": (lambda folder: _pickle_dump(arr, folder / "a.pkl"), "a.pkl"),
+    }
+    joblib = _joblib()
+    if joblib is not None:
+        sides["joblib"] = (lambda folder: joblib.dump(arr, folder / "a.joblib"), "a.joblib")
+    return sides
+
+
+def _loaders() -> dict[str, Callable[[Path], Any]]:
+    loaders: dict[str, Callable[[Path], Any]] = {
+        "cas": lambda folder: _cas_get(folder / "store"),
+        "np.save": lambda folder: np.load(folder / "a.npy"),
+        "pickle": lambda folder: _pickle_load(folder / "a.pkl"),
+    }
+    joblib = _joblib()
+    if joblib is not None:
+        loaders["joblib"] = lambda folder: joblib.load(folder / "a.joblib")
+    return loaders
+
+
+def _measure(action: Callable[[], Any]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (every thread of this process) of one action."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    action()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _rounds(
+    work: Path, sides: dict[str, _Side], repeats: int, prepare: Callable[[str, Path], None] | None = None
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, int]]:
+    """Run each side ``repeats`` times, alternating, each in a fresh folder: wall times, CPU times, bytes added."""
+    walls: dict[str, list[float]] = {name: [] for name in sides}
+    cpus: dict[str, list[float]] = {name: [] for name in sides}
+    added: dict[str, int] = {}
+    for i in range(repeats):
+        for name in list(sides) if i % 2 == 0 else list(reversed(sides)):
+            folder = work / f"run-{name}"
+            remove(folder)
+            folder.mkdir(parents=True)
+            if prepare is not None:
+                prepare(name, folder)
+            before = tree_size(folder)
+            save, _ = sides[name]
+            wall, cpu = _measure(lambda: save(folder))  # noqa: B023 (called at once)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+            added[name] = max(added.get(name, 0), tree_size(folder) - before)
+            remove(folder)
+    return walls, cpus, added
+
+
+def _vs(
+    label: str,
+    nbytes: int,
+    walls: dict[str, list[float]],
+    cpus: dict[str, list[float]] | None,
+    added: dict[str, int] | None,
+    targets: dict[str, float],
+) -> list[Row]:
+    """One throughput row per reference side, with both sides' CPU-seconds per GiB in its notes."""
+    rows = []
+    for ref in walls:
+        if ref == "cas":
+            continue
+        row = throughput_row(label, nbytes, walls["cas"], walls[ref], ref, targets.get(ref))
+        if cpus is not None:
+            row.notes["cpu_s_per_gib"] = round(median(cpus["cas"]) * GIB / nbytes, 3)
+            row.notes["ref_cpu_s_per_gib"] = round(median(cpus[ref]) * GIB / nbytes, 3)
+            row.workload = f"{label} [{row.notes['cpu_s_per_gib']:.2f} vs {row.notes['ref_cpu_s_per_gib']:.2f} CPU-s/GiB]"
+        if added is not None:
+            row.stored_bytes = added["cas"]
+            row.notes["ref_bytes_added"] = added[ref]
+        rows.append(row)
+    return rows
+
+
+def _cpu_row(label: str, nbytes: int, cpus: dict[str, list[float]], target: float) -> Row:
+    per_gib = [c * GIB / nbytes for c in cpus["cas"]]
+    ref = median(cpus["np.save"]) * GIB / nbytes
+    value = median(per_gib)
+    return Row(
+        f"{label}: CPU-seconds per GiB", value, "s/GiB", min(per_gib), max(per_gib), "np.save", ref,
+        value / ref, f"<= {target:g} s/GiB", value <= target,
+    )  # fmt: skip
+
+
+def array_workload(work: Path, size: int, repeats: int) -> list[Row]:
+    """put, get, identical and 1%-changed re-put of a float64 array, beside np.save, pickle and joblib."""
+    size = min(size, MAX_SIZE)
+    arr = _array(size)
+    nbytes = arr.nbytes
+    label = f"float64 array {nbytes >> 20} MiB"
+    rows: list[Row] = []
+
+    # put: each side writes a fresh folder
+    walls, cpus, _ = _rounds(work, _savers(arr), repeats)
+    rows += _vs(f"put {label}", nbytes, walls, cpus, None, {"np.save": 0.5, "joblib": 1.0})
+    rows.append(_cpu_row(f"put {label}", nbytes, cpus, 1.0))
+
+    # get: every side's file written once, read alternately
+    rows += _gets(work, arr, label, repeats)
+
+    # re-puts into a store holding the array (the other sides: write the whole file again)
+    edited = _edit(arr)
+    stored = work / "original"
+    remove(stored)
+    _cas_put(arr, stored)
+
+    def holding_original(name: str, folder: Path) -> None:
+        if name == "cas":
+            shutil.copytree(stored, folder / "store")
+
+    for what, value in (("re-put identical", arr), ("1%-changed re-put", edited)):
+        walls, cpus, added = _rounds(work, _savers(value), repeats, holding_original)
+        rows += _vs(f"{what} {label}", nbytes, walls, cpus, added, {})
+    remove(stored)
+
+    rows.append(_scaling(work, size, repeats))
+    return rows
+
+
+def _gets(work: Path, arr: np.ndarray, label: str, repeats: int) -> list[Row]:
+    folder = work / "get"
+    remove(folder)
+    folder.mkdir(parents=True)
+    for save, _ in _savers(arr).values():
+        save(folder)
+    loaders = _loaders()
+    walls: dict[str, list[float]] = {name: [] for name in loaders}
+    for i in range(repeats):
+        for name in list(loaders) if i % 2 == 0 else list(reversed(loaders)):
+            got: list[Any] = []
+            wall, _ = _measure(lambda: got.append(loaders[name](folder)))  # noqa: B023 (called at once)
+            walls[name].append(wall)
+            assert np.array_equal(got[0], arr), f"{name} read back something else"
+    remove(folder)
+    return _vs(f"get {label}", arr.nbytes, walls, None, None, {"np.save": 0.8, "joblib": 1.0})
+
+
+def _edit(arr: np.ndarray) -> np.ndarray:
+    """1% of the bytes changed, in 64 runs at random places."""
+    data = bytearray(arr.tobytes())
+    rng = np.random.default_rng(4)
+    run = max(1, len(data) // 100 // 64)
+    for start in sorted(rng.choice(len(data) - run, 64, replace=False).tolist()):
+        data[start : start + run] = rng.integers(0, 256, run, dtype=np.uint8).tobytes()
+    return np.frombuffer(bytes(data), dtype=arr.dtype)
+
+
+_CHILD = r"""
+import json, shutil, sys, time
+import numpy as np
+import cas
+size, folder, puts = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+arr = np.random.default_rng(0).random(size // 8)
+walls = []
+for i in range(puts):
+    target = f"{folder}/store-{i}"
+    start = time.perf_counter()
+    with cas.open(target) as store:
+        store.put(arr, "array")
+    walls.append(time.perf_counter() - start)
+    shutil.rmtree(target)
+print(json.dumps(walls))
+"""
+
+
+def _scaling(work: Path, size: int, repeats: int) -> Row:
+    """Put speed on two cores over one, in child processes pinned with taskset, alternated."""
+    label = f"put {size >> 20} MiB array: 2 cores / 1 core"
+    taskset = shutil.which("taskset")
+    if taskset is None or len(os.sched_getaffinity(0)) < 2 or not {0, 1} <= os.sched_getaffinity(0):
+        return Row(f"{label} (needs taskset and cores 0, 1)", 0.0, "x", 0.0, 0.0)
+    times: dict[str, list[float]] = {"0": [], "0,1": []}
+    for i in range(repeats):
+        for cores in list(times) if i % 2 == 0 else list(reversed(times)):
+            folder = work / "scaling"
+            remove(folder)
+            folder.mkdir(parents=True)
+            out = subprocess.run(
+                [taskset, "-c", cores, sys.executable, "-c", _CHILD, str(size), str(folder), "2"],
+                capture_output=True, text=True, check=True, timeout=600,
+            )  # fmt: skip
+            times[cores] += json.loads(out.stdout)
+            remove(folder)
+    one, two = median(times["0"]), median(times["0,1"])
+    speedups = sorted(a / b for a in times["0"] for b in times["0,1"])
+    return Row(
+        label, one / two, "x", speedups[0], speedups[-1], "one core", 1.0, one / two, ">= 1.8x", one / two >= 1.8,
+        notes={"one_core_gbps": round(size / one / 1e9, 3), "two_core_gbps": round(size / two / 1e9, 3)},
+    )  # fmt: skip
+
+
+WORKLOADS = {"array": array_workload}
