@@ -55,6 +55,8 @@ SMALL_REWRITE = 64 << 10
 _SINGLE_LOOKUPS = 16
 # Rows of pack indexes kept after table lookups led to their packs (about 200 bytes of memory each).
 _CACHED_ROWS = 1 << 18
+#: A writer folds the index files into a table once a listing finds more than this many.
+AUTO_CONSOLIDATE = 1000
 # How much of a pack's end a trailer read takes at once (most indexes fit: one request).
 _TRAILER_READ = 64 << 10
 #: How far a tree read from this store may re-use its own chunks, by default (see cas.trees.check_expansion):
@@ -111,6 +113,9 @@ class ObjectStore:
         #: Copies objects this store lacks from elsewhere (a read-through remote): False if
         #: there is nowhere to fetch from, ObjectNotFoundError if that place lacks them too.
         self.fetch_missing = fetch_missing
+        #: Called after a listing finds more than AUTO_CONSOLIDATE index files, in a process that
+        #: has written packs: the repository folds them into a table (stores at format 2 only).
+        self.on_many_recent: Callable[[], None] | None = None
         # Chunk maps in the store are anyone's claim; these were cut or verified by this process.
         self._trusted_maps: OrderedDict[bytes, ChunkMap] = OrderedDict()
         self._trusted_lock = threading.Lock()
@@ -460,6 +465,12 @@ class ObjectStore:
             if self._open_tables(tables):
                 break
         self._index_ready = True
+        if self.on_many_recent is not None and len(self._loaded_indexes) > AUTO_CONSOLIDATE and self._written:
+            hook, self.on_many_recent = self.on_many_recent, None  # once at a time (it lists again itself)
+            try:
+                hook()
+            finally:
+                self.on_many_recent = hook
 
     def _open_tables(self, listed: set[bytes]) -> bool:
         """Keep the listed tables open; False if one vanished before it could be opened (list again)."""

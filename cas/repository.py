@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from cas.backends import Backend, Timeouts, backend_for
-from cas.config import CONFIG_KEY, StoreConfig, load_config
+from cas.config import CONFIG_KEY, TABLES_FORMAT, StoreConfig, load_config
+from cas.consolidate import consolidate
 from cas.errors import (
     BackendError,
     CasError,
@@ -70,8 +71,17 @@ class Repository:
             expansion_allowance=expansion_allowance,
             fetch_missing=self.fetch_missing if read_through else None,
         )
+        self.objects.on_many_recent = self._consolidate_recent
         self.refs = RefStore(backend)
         self.run_index = RunIndex(backend)
+
+    def _consolidate_recent(self) -> None:
+        """Fold many index files into a chunk table (a writer's automatic upkeep; never raises the format)."""
+        if self.config.format >= TABLES_FORMAT:
+            try:
+                consolidate(self, merge_packs=False)
+            except CasError:
+                pass  # upkeep only: reads and writes go on without it, and gc consolidates too
 
     @property
     def url(self) -> str:

@@ -164,8 +164,9 @@ def _locate(src: ObjectStore, digests: Iterable[bytes], failed: dict[bytes, str]
     wanted = sorted(set(digests))
     found = []
     refreshed = False
+    located = src.locate_many(wanted)  # in bulk: one table read serves many digests
     for d in wanted:
-        loc = src.locate(d)
+        loc = located.get(d)
         if loc is None and not src.has_object(d):
             if not refreshed:
                 src.refresh_index()

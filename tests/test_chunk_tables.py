@@ -287,3 +287,19 @@ def test_readers_in_other_processes_survive_consolidations(tmp_path: Path) -> No
             consolidate(store.repository, force=True)
     assert reader.returncode == 0, reader.stderr.read()
     _check(url, values)
+
+
+def test_a_writer_folds_many_index_files_once_the_store_has_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cas.objectstore
+
+    monkeypatch.setattr(cas.objectstore, "AUTO_CONSOLIDATE", 8)
+    url = str(tmp_path / "s")
+    with cas.open(url) as store:
+        first = _fill(store, 12)  # format 1: nothing is folded automatically
+        assert len(list(store.backend.list("index/"))) > 8 and not list(store.backend.list("midx/"))
+        consolidate(store.repository, merge_packs=False)  # format 2 from here
+        more = _fill(store, 30)
+        store.objects.refresh_index()
+        assert len(list(store.backend.list("index/"))) <= 9
+        assert store.repository.config.format == 2
+    _check(url, {**first, **more})
