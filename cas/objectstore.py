@@ -99,7 +99,8 @@ class ObjectStore:
         self._loaded_indexes: set[bytes] = set()
         self._written: set[bytes] = set()
         self._tables: dict[bytes, ChunkTable] = {}
-        self._pack_cache: OrderedDict[bytes, dict[bytes, ChunkLocation]] = OrderedDict()
+        self._pack_cache: OrderedDict[bytes, list[bytes]] = OrderedDict()  # pack -> its digests, LRU
+        self._cached: dict[bytes, ChunkLocation] = {}
         self._cached_rows = 0
         self._gone: set[bytes] = set()
         self._index_lock = threading.Lock()
@@ -372,11 +373,9 @@ class ObjectStore:
         loc = self._recent.get(d)
         if loc is not None and loc.pack not in self._gone:
             return loc
-        with self._index_lock:
-            for pack_id, entries in self._pack_cache.items():
-                loc = entries.get(d)
-                if loc is not None and pack_id not in self._gone:
-                    return loc
+        loc = self._cached.get(d)
+        if loc is not None and loc.pack not in self._gone:
+            return loc
         return None
 
     def _from_tables(self, d: bytes) -> ChunkLocation | None:
@@ -413,13 +412,21 @@ class ObjectStore:
             return
         except CasError:
             return  # the table's row still locates the chunk, and its read is verified
-        entries = {e.digest: ChunkLocation(pack_id, e) for e in index.entries}
         with self._index_lock:
-            self._pack_cache[pack_id] = entries
-            self._cached_rows += len(entries)
+            self._pack_cache[pack_id] = [e.digest for e in index.entries]
+            for e in index.entries:
+                self._cached[e.digest] = ChunkLocation(pack_id, e)
+            self._cached_rows += len(index.entries)
             while self._cached_rows > _CACHED_ROWS and len(self._pack_cache) > 1:
-                _, dropped = self._pack_cache.popitem(last=False)
-                self._cached_rows -= len(dropped)
+                self._uncache(*self._pack_cache.popitem(last=False))
+
+    def _uncache(self, pack_id: bytes, digests: list[bytes]) -> None:
+        """Drop a pack's rows from the cache (under the index lock)."""
+        self._cached_rows -= len(digests)
+        for d in digests:
+            loc = self._cached.get(d)
+            if loc is not None and loc.pack == pack_id:
+                del self._cached[d]
 
     def find_prefix(self, prefix: str) -> set[bytes]:
         """Packed objects whose hex digest starts with ``prefix`` (at least 6 digits)."""
@@ -567,7 +574,7 @@ class ObjectStore:
             self._written.discard(pack_id)
             dropped = self._pack_cache.pop(pack_id, None)
             if dropped is not None:
-                self._cached_rows -= len(dropped)
+                self._uncache(pack_id, dropped)
         self._gone.add(pack_id)
 
     def pack_gone(self, pack_id: bytes) -> None:
