@@ -19,18 +19,22 @@ number is range-checked before it is used.
 
 from __future__ import annotations
 
+import functools
 import struct
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from cas.backends.base import Backend
 from cas.errors import CorruptObjectError
 from cas.hashing import digest, short
 from cas.keys import table_key
 from cas.objects import PackEntry
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAGIC = b"CASMIDX1"
 VERSION = 1
@@ -51,14 +55,26 @@ KEEP_FANOUT = 1 << 20
 BYTES_PER_LOOKUP = 16 << 10
 _SLICE_ROWS = 1 << 16
 
-ENTRY_DTYPE = np.dtype(
-    {
-        "names": ["digest", "pack", "codec", "zero", "offset", "stored", "raw_size"],
-        "formats": ["S32", "<u4", "u1", "V3", "<u8", "<u8", "<u8"],
-        "offsets": [0, 32, 36, 37, 40, 48, 56],
-        "itemsize": ENTRY_ROW,
-    }
-)
+
+@functools.cache
+def numpy() -> ModuleType:
+    """numpy, imported when a table is first built or read (``import cas`` stays light)."""
+    import numpy
+
+    return numpy
+
+
+@functools.cache
+def entry_dtype() -> Any:
+    """The numpy dtype of a row (every byte named, so numpy keeps the 64-byte layout)."""
+    return numpy().dtype(
+        {
+            "names": ["digest", "pack", "codec", "zero", "offset", "stored", "raw_size"],
+            "formats": ["S32", "<u4", "u1", "V3", "<u8", "<u8", "<u8"],
+            "offsets": [0, 32, 36, 37, 40, 48, 56],
+            "itemsize": ENTRY_ROW,
+        }
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +95,10 @@ def fanout_bits(entries: int) -> int:
 
 def build(packs: dict[bytes, tuple[int, Sequence[PackEntry]]]) -> bytes:
     """The bytes of a table over ``packs`` (pack id -> (pack size, entries)); a digest in two packs is kept once."""
+    np = numpy()
     pack_ids = sorted(packs)
     total = sum(len(entries) for _, entries in packs.values())
-    rows = np.zeros(total, dtype=ENTRY_DTYPE)
+    rows = np.zeros(total, dtype=entry_dtype())
     at = 0
     for ordinal, pack_id in enumerate(pack_ids):
         entries = packs[pack_id][1]
@@ -100,7 +117,8 @@ def build(packs: dict[bytes, tuple[int, Sequence[PackEntry]]]) -> bytes:
 
 
 def build_from_rows(rows: np.ndarray, packs: Sequence[tuple[bytes, int]]) -> bytes:
-    """The bytes of a table from rows (ENTRY_DTYPE, pack ordinals into ``packs``, which is sorted)."""
+    """The bytes of a table from rows (entry_dtype(), pack ordinals into ``packs``, which is sorted)."""
+    np = numpy()
     rows = rows[np.argsort(rows["digest"], kind="stable")]
     if len(rows) > 1:
         keep = np.ones(len(rows), dtype=bool)
@@ -116,12 +134,14 @@ def build_from_rows(rows: np.ndarray, packs: Sequence[tuple[bytes, int]]) -> byt
 
 def _digest_bytes(rows: np.ndarray) -> np.ndarray:
     """The digests of rows as an (n, 32) array of bytes."""
+    np = numpy()
     whole = rows if rows.flags.c_contiguous else rows.copy()
     return whole.view(np.uint8).reshape(-1, ENTRY_ROW)[:, :32]
 
 
 def _prefixes(digests: np.ndarray, bits: int) -> np.ndarray:
     """The first ``bits`` bits of each digest (rows of 32 uint8) as integers."""
+    np = numpy()
     top = (
         digests[:, 0].astype(np.uint32) << 24
         | digests[:, 1].astype(np.uint32) << 16
@@ -178,6 +198,7 @@ class ChunkTable:
         return data
 
     def _load_whole(self) -> None:
+        np = numpy()
         data = self.backend.read(self.key)
         if len(data) != self.size:
             raise self._corrupt(f"{len(data)} bytes where its header implies {self.size}")
@@ -187,12 +208,14 @@ class ChunkTable:
         self._fanout = self._checked_fanout(np.frombuffer(data, "<u8", 1 << self.bits, self.fanout_at))
 
     def _checked_fanout(self, fanout: np.ndarray) -> np.ndarray:
+        np = numpy()
         if len(fanout) and (np.any(np.diff(fanout.astype(np.int64)) < 0) or int(fanout[-1]) != self.entry_count):
             raise self._corrupt("fan-out table not ascending or not ending at the entry count")
         return fanout
 
     def _bucket(self, prefix: int) -> tuple[int, int]:
         """Rows [start, end) whose digests begin with ``prefix``."""
+        np = numpy()
         if self._fanout is None and 8 * (1 << self.bits) <= KEEP_FANOUT:
             raw = self._read(self.fanout_at, 8 * (1 << self.bits))
             self._fanout = self._checked_fanout(np.frombuffer(raw, "<u8").copy())
@@ -209,8 +232,9 @@ class ChunkTable:
         return start, end
 
     def _rows(self, start: int, end: int) -> np.ndarray:
+        np = numpy()
         raw = self._read(self.entries_at + ENTRY_ROW * start, ENTRY_ROW * (end - start))
-        return np.frombuffer(raw, ENTRY_DTYPE)
+        return np.frombuffer(raw, entry_dtype())
 
     def pack(self, ordinal: int) -> tuple[bytes, int]:
         """The id and size of the pack a row's ordinal names."""
@@ -226,6 +250,7 @@ class ChunkTable:
         return found
 
     def _located(self, rows: np.ndarray, i: int) -> Located:
+        np = numpy()
         row = rows[i]
         codec, stored = int(row["codec"]), int(row["stored"])
         if codec not in (0, 1) or stored < 16:
@@ -236,6 +261,7 @@ class ChunkTable:
 
     def lookup(self, d: bytes) -> Located | None:
         """Where the table says chunk ``d`` is, or None."""
+        np = numpy()
         start, end = self._bucket(_prefix(d, self.bits))
         if start == end:
             return None
@@ -247,6 +273,7 @@ class ChunkTable:
 
     def lookup_many(self, digests: Iterable[bytes]) -> dict[bytes, Located]:
         """Where the table says each chunk is (those it lacks are left out)."""
+        np = numpy()
         wanted = sorted(set(digests))
         if not wanted:
             return {}
@@ -275,6 +302,7 @@ class ChunkTable:
 
     def find_prefix(self, prefix: str) -> set[bytes]:
         """Digests in the table that start with ``prefix`` (hex, at least 6 digits)."""
+        np = numpy()
         bits = 4 * len(prefix)
         value = int(prefix, 16)
         if bits >= self.bits:
@@ -292,6 +320,7 @@ class ChunkTable:
     # -- reading whole (gc, fsck, consolidation) ----------------------------------
     def verify(self) -> None:
         """Read the whole table and check it: id, sizes, order, fan-out, pack ordinals (CorruptObjectError)."""
+        np = numpy()
         if self._whole is None:
             self._load_whole()
         rows = self.all_rows()
@@ -324,6 +353,7 @@ class ChunkTable:
 
     def entries_by_pack(self) -> dict[bytes, list[PackEntry]]:
         """Every row as a PackEntry, grouped by pack (reads the whole table)."""
+        np = numpy()
         rows = self.all_rows()
         packs = self.pack_list()
         grouped: dict[bytes, list[PackEntry]] = {p: [] for p, _ in packs}

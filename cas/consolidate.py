@@ -21,8 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from cas import chunktables
 from cas.config import TABLES_FORMAT, raise_format
 from cas.errors import CasError
@@ -33,6 +31,8 @@ from cas.objectstore import backend_errors, pack_trailer, verify_packed
 from cas.progress import Phase, ProgressCallback
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from cas.repository import Repository
 
 #: gc folds the ``index/`` files into a table once there are this many (``repack``: always).
@@ -130,6 +130,7 @@ def _merge_index(
         stale_only = chosen[0]
         if all(p in present for p, _ in stale_only.pack_list()):
             return  # one table, nothing to fold into it
+    np = chunktables.numpy()
     if repo.config.format < TABLES_FORMAT:
         repo.config = raise_format(repo.backend, TABLES_FORMAT)
     with Phase(progress, "consolidating the chunk index", len(recent) + len(chosen)) as bar:
@@ -153,7 +154,7 @@ def _merge_index(
         for pack_id, index in recent.items():
             parts.append(_rows_of(index.entries, ordinal[pack_id]))
             bar.advance()
-        rows = np.concatenate(parts) if parts else np.zeros(0, chunktables.ENTRY_DTYPE)
+        rows = np.concatenate(parts) if parts else np.zeros(0, chunktables.entry_dtype())
         data = chunktables.build_from_rows(rows, [(p, sizes[p]) for p in order])
     table_id = digest(data)
     with backend_errors(table_key(table_id)):
@@ -170,7 +171,8 @@ def _merge_index(
 
 
 def _rows_of(entries: tuple[PackEntry, ...] | list[PackEntry], ordinal: int) -> np.ndarray:
-    rows = np.zeros(len(entries), dtype=chunktables.ENTRY_DTYPE)
+    np = chunktables.numpy()
+    rows = np.zeros(len(entries), dtype=chunktables.entry_dtype())
     if entries:
         rows["digest"] = [e.digest for e in entries]
         rows["pack"] = ordinal
