@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 import cas
+from cas.backends.base import DEADLINE_VARIABLE, TIMEOUT_VARIABLE, Timeouts
 from cas.destination import unsafe_file_name
 from cas.hashing import short
 from cas.progress import ProgressCallback, ProgressEvent
@@ -57,15 +58,20 @@ def parse_duration(text: str) -> float:
 
 
 class _Context:
-    def __init__(self, store_url: str | None, debug: bool) -> None:
+    def __init__(self, store_url: str | None, debug: bool, *, from_environment: bool = False) -> None:
         self.store_url = store_url
         self.debug = debug
+        #: The URL is CAS_STORE's: cas.open finds it there, with CAS_STORAGE_OPTIONS (credentials, endpoint).
+        self.from_environment = from_environment
         self.out = Console(highlight=False, soft_wrap=True)
         self._store: cas.Store | None = None
 
     def store(self, *, create: bool = False) -> cas.Store:
         if self._store is None:
-            self._store = cas.open(self.store_url, create=create) if self.store_url else _discovered(create)
+            if self.store_url and self.from_environment:
+                self._store = cas.open(None, create=create)
+            else:
+                self._store = cas.open(self.store_url, create=create) if self.store_url else _discovered(create)
         return self._store
 
     def close(self) -> None:
@@ -149,11 +155,30 @@ pass_state = click.make_pass_decorator(_Context)
 @click.group(cls=_Group)
 @click.option("--store", "store_url", envvar="CAS_STORE", metavar="URL", help="Store URL or path (env CAS_STORE).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.option(
+    "--timeout",
+    type=float,
+    metavar="SECONDS",
+    help="Object stores: wait this long to connect, and for each read (env CAS_TIMEOUT; default 5 and 15).",
+)
+@click.option(
+    "--deadline",
+    type=float,
+    metavar="SECONDS",
+    help="Object stores: the most one request may take, retries included (env CAS_DEADLINE; default 45).",
+)
 @click.version_option(cas.__version__, prog_name="cas")
 @click.pass_context
-def main(ctx: click.Context, store_url: str | None, debug: bool) -> None:
+def main(ctx: click.Context, store_url: str | None, debug: bool, timeout: float | None, deadline: float | None) -> None:
     """A content-addressed artifact store with a git-like model."""
-    ctx.obj = _Context(store_url, debug)
+    from_environment = ctx.get_parameter_source("store_url") == click.core.ParameterSource.ENVIRONMENT
+    ctx.obj = _Context(store_url, debug, from_environment=from_environment)
+    Timeouts.resolve(timeout, deadline)  # refuse a bad value before anything is opened
+    # In the environment, so every store this command opens (remotes too) uses them.
+    if timeout is not None:
+        os.environ[TIMEOUT_VARIABLE] = repr(timeout)
+    if deadline is not None:
+        os.environ[DEADLINE_VARIABLE] = repr(deadline)
 
 
 def _dump(data: Any) -> None:
@@ -433,10 +458,9 @@ def du(state: _Context, as_json: bool) -> None:
 def ls(state: _Context, as_json: bool) -> None:
     """Names, with their latest version."""
     store = state.store()
-    rows = []
-    for name in sorted(store.names()):
-        latest = store.resolve(name)
-        rows.append({"name": name, "latest": str(latest), "hash": latest.hash})
+    page = cas.history.names_page(store.repository)  # one listing, then the latest files read in parallel
+    _warn_skipped(state, page.skipped)
+    rows = [{"name": e.name, "latest": str(e.latest), "hash": e.latest.hash} for e in page]
     if as_json:
         _dump(rows)
     else:

@@ -40,6 +40,8 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import blake3
+
 from cas import artifacts, canonical
 from cas.destination import unsafe_file_name
 from cas.errors import (
@@ -91,15 +93,17 @@ class Provenance:
 
     An argument found here is a step *input* (linked to the run that made it)
     even when it is a plain value. Its hash is reused as is only when the
-    object can not have changed since (immutable values, read-only arrays);
-    anything else is hashed again by content, so mutating an output in place
-    never yields a stale cache hit.
+    object can not have changed since (immutable values, read-only arrays), or
+    provably has not: a writeable numpy array of up to ``FINGERPRINT_MAX``
+    bytes whose dtype, shape and bytes hash as they did when it was
+    remembered. Anything else is hashed again by content (stored again), so
+    mutating an output in place never yields a stale cache hit.
     """
 
     _MAX = 4096
 
     def __init__(self) -> None:
-        self._entries: dict[int, tuple[Any, bytes]] = {}
+        self._entries: dict[int, tuple[Any, bytes, bytes | None]] = {}
 
     def remember(self, obj: Any, artifact: bytes) -> None:
         try:
@@ -110,15 +114,45 @@ class Provenance:
             ref = obj
         if len(self._entries) >= self._MAX:
             self._entries.pop(next(iter(self._entries)))
-        self._entries[id(obj)] = (ref, artifact)
+        self._entries[id(obj)] = (ref, artifact, None if unchangeable(obj) else fingerprint(obj))
 
     def lookup(self, obj: Any) -> bytes | None:
+        """The artifact ``obj`` was loaded from or stored as (it may have changed since)."""
         entry = self._entries.get(id(obj))
         if entry is None:
             return None
-        ref, artifact = entry
+        ref, artifact, _ = entry
         alive = ref() if isinstance(ref, weakref.ref) else ref
         return artifact if alive is obj else None
+
+    def unchanged(self, obj: Any) -> bytes | None:
+        """The remembered artifact of ``obj`` if it is still what that artifact holds, else None."""
+        artifact = self.lookup(obj)
+        if artifact is None:
+            return None
+        if unchangeable(obj):
+            return artifact
+        remembered = self._entries[id(obj)][2]
+        return artifact if remembered is not None and fingerprint(obj) == remembered else None
+
+
+#: Writeable arrays up to this size are fingerprinted when remembered (a hash of their bytes).
+FINGERPRINT_MAX = 16 << 20
+
+
+def fingerprint(value: Any) -> bytes | None:
+    """A hash of a numpy array's dtype, shape and bytes (None for anything else, or too big to hash each time)."""
+    t = type(value)
+    if t.__name__ != "ndarray" or t.__module__ != "numpy":
+        return None
+    try:
+        if value.dtype.hasobject or value.nbytes > FINGERPRINT_MAX or not value.flags.c_contiguous:
+            return None
+        hasher = blake3.blake3(repr((value.dtype.str, value.dtype.descr, value.shape)).encode() + b"\0")
+        hasher.update(memoryview(value).cast("B"))
+        return hasher.digest()
+    except (TypeError, ValueError, AttributeError):
+        return None
 
 
 def unchangeable(value: Any) -> bool:
@@ -371,8 +405,9 @@ class Step:
                 given[arg] = value
                 continue
             known = store.provenance.lookup(value)
-            if known is not None and unchangeable(value):
-                inputs[arg] = known
+            same = store.provenance.unchanged(value) if known is not None else None
+            if same is not None:
+                inputs[arg] = same
             elif known is None and is_parameter(value):
                 params[arg] = value
             else:

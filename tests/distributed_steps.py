@@ -63,3 +63,46 @@ def run_values(s: Steps, setting: dict[str, Any]) -> float:
 
 def worker_pid() -> int:
     return os.getpid()
+
+
+def sweep_refs(submit: Any, s: Steps, settings: list[dict[str, Any]] = SETTINGS) -> list[Any]:
+    """Fan the pipeline out as one task per step call, Refs passed between tasks.
+
+    ``submit(fn, *args)`` schedules a task (Dask: ``client.submit``; Ray: a remote
+    call) and returns a handle the engine resolves in later tasks' arguments.
+    """
+    finals = []
+    for st in settings:
+        data = submit(s.make_data.ref, st["n"], 7)
+        data = submit(s.scale.ref, data, st["factor"])
+        parts = submit(s.split.ref, data, 0.8)
+        weights = submit(_fit_first, s.fit, parts, st["lr"])
+        finals.append(submit(_evaluate_second, s.evaluate, weights, parts))
+    return finals
+
+
+def _fit_first(fit: cas.Step, parts: tuple[cas.Ref, cas.Ref], lr: float) -> cas.Ref:
+    return fit.ref(parts[0], lr)  # type: ignore[no-any-return]
+
+
+def _evaluate_second(evaluate: cas.Step, weights: cas.Ref, parts: tuple[cas.Ref, cas.Ref]) -> cas.Ref:
+    return evaluate.ref(weights, parts[1])  # type: ignore[no-any-return]
+
+
+def single_process(url: str) -> list[float]:
+    """The sweep in this process, in a store of its own: what every engine must reproduce."""
+    with cas.open(url) as store:
+        s = steps_of(store)
+        return [run_values(s, st) for st in SETTINGS]
+
+
+STEP_NAMES = {fn.__name__ for fn in (make_data, scale, split, fit, evaluate)}
+
+
+def check_store(store: cas.Store, finals: list[cas.Ref]) -> None:
+    """Lineage complete for every result (all five steps), and fsck clean."""
+    for ref in finals:
+        names = {n.label.split(" ")[0].rsplit(".", 1)[-1] for n in store.lineage(ref).runs()}
+        assert names == STEP_NAMES, names
+    report = store.fsck()
+    assert report.ok, str(report)

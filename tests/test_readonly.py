@@ -95,6 +95,12 @@ def test_read_only_credentials_read_everything_and_a_write_is_refused(
         assert done.returncode == 0, (args, done.stderr)
     done = subprocess.run([cli, "tag", "model@1", "old"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "access denied" in done.stderr, done.stderr
+    # The credentials in CAS_STORAGE_OPTIONS instead, with the URL in CAS_STORE
+    env = {**os.environ, "CAS_STORE": url, "CAS_STORAGE_OPTIONS": json.dumps(reader)}
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+        env.pop(key, None)
+    done = subprocess.run([cli, "ls"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "model" in done.stdout, done.stderr
 
 
 def test_the_create_check_is_made_once_per_endpoint_and_path_before_the_first_write(

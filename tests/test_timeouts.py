@@ -17,9 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 import cas
 from cas.backends import FsspecBackend, Timeouts
+from cas.cli import main
 
 #: Small timeouts for the tests: one call fails within DEADLINE (plus the scheduler's slack).
 FAST = Timeouts(connect=0.5, read=0.5, deadline=2.0)
@@ -153,7 +155,7 @@ def test_timeouts_come_from_arguments_then_the_environment_then_defaults(monkeyp
     assert (found.connect, found.read, found.deadline) == (3.0, 3.0, 7.5)
     found = Timeouts.resolve(timeout=1, deadline=2)
     assert (found.connect, found.read, found.deadline) == (1.0, 1.0, 2.0)
-    assert found.budget(4 << 20) == 2.0 + 4  # a call that moves bytes gets a second per MiB more
+    assert found.budget(4 << 20) == 2.0 + 16  # a call that moves bytes gets a second per 256 KiB more
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "soon", "nan", "inf"])
@@ -222,3 +224,17 @@ def test_cas_get_through_a_refusing_read_through_remote_fails_fast(refusing: str
     assert done.returncode == 1, done.stderr
     assert elapsed < COMMAND_BOUND
     assert refusing in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cli_timeout_options_bound_a_push_to_a_stalled_remote(stalled: StalledServer, tmp_path: Path) -> None:
+    _local_with_remote(tmp_path, read_through=False)
+    # Keys named in env are restored after the run: the options set them for the command's process.
+    env = {"CAS_TIMEOUT": None, "CAS_DEADLINE": None, "AWS_ENDPOINT_URL": stalled.endpoint}
+    started = time.monotonic()
+    result = CliRunner(env=env).invoke(
+        main, ["--store", str(tmp_path / "local"), "--timeout", "0.5", "--deadline", "2", "push"]
+    )
+    assert result.exit_code == 1 and "no answer" in result.output, result.output
+    assert time.monotonic() - started < 8.0
+    result = CliRunner(env=env).invoke(main, ["--store", str(tmp_path / "local"), "--timeout", "0", "ls"])
+    assert result.exit_code == 1 and "timeout must be a positive number" in result.output

@@ -34,10 +34,10 @@ class Timeouts:
     """
 
     connect: float = 5.0
-    read: float = 20.0
-    deadline: float = 60.0
+    read: float = 15.0
+    deadline: float = 45.0
     attempts: int = 3
-    min_rate: float = float(1 << 20)
+    min_rate: float = float(256 << 10)
 
     @classmethod
     def resolve(cls, timeout: float | None = None, deadline: float | None = None) -> Timeouts:
