@@ -566,6 +566,8 @@ def open(  # noqa: A001  (cas.open, like io.open)
     read_through: bool = True,
     max_expansion: float = MAX_EXPANSION,
     expansion_allowance: int = EXPANSION_ALLOWANCE,
+    timeout: float | None = None,
+    deadline: float | None = None,
 ) -> Store:
     """Open (or create) a store.
 
@@ -579,8 +581,12 @@ def open(  # noqa: A001  (cas.open, like io.open)
     ``endpoint_url``...); credentials and endpoint otherwise come from the
     usual AWS environment variables and files, and ``CAS_STORAGE_OPTIONS``
     (JSON) adds options when the URL comes from ``CAS_STORE``. An object
-    store must honour create-if-absent, which is checked at open; pass
-    ``single_writer=True`` to open one that does not, if only one process writes.
+    store must honour create-if-absent, which is checked before the first write
+    (opening only reads); pass ``single_writer=True`` to write to one that does
+    not, if only one process writes. ``timeout`` (seconds to connect and to wait
+    for each read) and ``deadline`` (seconds for one call, retries included)
+    bound every request to an object store (defaults: ``CAS_TIMEOUT`` and
+    ``CAS_DEADLINE``, else 5/15 s and 45 s); what exceeds them raises BackendTimeoutError.
     A read refuses (ExpansionLimitError) an artifact declaring more than
     ``max(expansion_allowance, max_expansion x its distinct bytes)``: a tree
     that lists its chunks over and over (defaults: 256 times, or 512 MiB in all).
@@ -595,7 +601,7 @@ def open(  # noqa: A001  (cas.open, like io.open)
             storage_options = {**extra, **(storage_options or {})}
     check_argument_type(url, (str, os.PathLike), "url")
     store = Store(
-        backend_at(url, storage_options),
+        backend_at(url, storage_options, timeout=timeout, deadline=deadline),
         create=create,
         workers=workers,
         allow_pickle=allow_pickle,
