@@ -18,6 +18,7 @@ one core, then two, alternated: the target is at least 1.8x.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import pickle
@@ -36,7 +37,7 @@ from benchmarks.harness import Row, median, remove, throughput_row, tree_size
 
 MAX_SIZE = 256 << 20
 GIB = 1 << 30
-_Side = tuple[Callable[[Path], Any], str]
+_Save = Callable[[Path], Any]
 
 
 def _array(size: int, seed: int = 0) -> np.ndarray:
@@ -71,16 +72,16 @@ def _cas_get(path: Path) -> Any:
         return store.get("array")
 
 
-def _savers(arr: np.ndarray) -> dict[str, _Side]:
-    """name -> (save into a folder, file name); cas first."""
-    sides: dict[str, _Side] = {
-        "cas": (lambda folder: _cas_put(arr, folder / "store"), "store"),
-        "np.save": (lambda folder: np.save(folder / "a.npy", arr), "a.npy"),
-        "pickle": (lambda folder: _pickle_dump(arr, folder / "a.pkl"), "a.pkl"),
+def _savers(arr: np.ndarray) -> dict[str, _Save]:
+    """name -> save ``arr`` into a folder; cas first."""
+    sides: dict[str, _Save] = {
+        "cas": lambda folder: _cas_put(arr, folder / "store"),
+        "np.save": lambda folder: np.save(folder / "a.npy", arr),
+        "pickle": lambda folder: _pickle_dump(arr, folder / "a.pkl"),
     }
     joblib = _joblib()
     if joblib is not None:
-        sides["joblib"] = (lambda folder: joblib.dump(arr, folder / "a.joblib"), "a.joblib")
+        sides["joblib"] = lambda folder: joblib.dump(arr, folder / "a.joblib")
     return sides
 
 
@@ -98,13 +99,14 @@ def _loaders() -> dict[str, Callable[[Path], Any]]:
 
 def _measure(action: Callable[[], Any]) -> tuple[float, float]:
     """Wall seconds and CPU seconds (every thread of this process) of one action."""
+    gc.collect()
     cpu, wall = time.process_time(), time.perf_counter()
     action()
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def _rounds(
-    work: Path, sides: dict[str, _Side], repeats: int, prepare: Callable[[str, Path], None] | None = None
+    work: Path, sides: dict[str, _Save], repeats: int, prepare: Callable[[str, Path], None] | None = None
 ) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, int]]:
     """Run each side ``repeats`` times, alternating, each in a fresh folder: wall times, CPU times, bytes added."""
     walls: dict[str, list[float]] = {name: [] for name in sides}
@@ -118,7 +120,7 @@ def _rounds(
             if prepare is not None:
                 prepare(name, folder)
             before = tree_size(folder)
-            save, _ = sides[name]
+            save = sides[name]
             wall, cpu = _measure(lambda: save(folder))  # noqa: B023 (called at once)
             walls[name].append(wall)
             cpus[name].append(cpu)
@@ -144,7 +146,9 @@ def _vs(
         if cpus is not None:
             row.notes["cpu_s_per_gib"] = round(median(cpus["cas"]) * GIB / nbytes, 3)
             row.notes["ref_cpu_s_per_gib"] = round(median(cpus[ref]) * GIB / nbytes, 3)
-            row.workload = f"{label} [{row.notes['cpu_s_per_gib']:.2f} vs {row.notes['ref_cpu_s_per_gib']:.2f} CPU-s/GiB]"
+            row.workload = (
+                f"{label} [{row.notes['cpu_s_per_gib']:.2f} vs {row.notes['ref_cpu_s_per_gib']:.2f} CPU-s/GiB]"
+            )
         if added is not None:
             row.stored_bytes = added["cas"]
             row.notes["ref_bytes_added"] = added[ref]
@@ -201,7 +205,7 @@ def _gets(work: Path, arr: np.ndarray, label: str, repeats: int) -> list[Row]:
     folder = work / "get"
     remove(folder)
     folder.mkdir(parents=True)
-    for save, _ in _savers(arr).values():
+    for save in _savers(arr).values():
         save(folder)
     loaders = _loaders()
     walls: dict[str, list[float]] = {name: [] for name in loaders}
@@ -250,7 +254,8 @@ def _scaling(work: Path, size: int, repeats: int) -> Row:
     if taskset is None or len(os.sched_getaffinity(0)) < 2 or not {0, 1} <= os.sched_getaffinity(0):
         return Row(f"{label} (needs taskset and cores 0, 1)", 0.0, "x", 0.0, 0.0)
     times: dict[str, list[float]] = {"0": [], "0,1": []}
-    for i in range(repeats):
+    rounds = repeats if size > 32 << 20 else 1  # --quick: one child process per side
+    for i in range(rounds):
         for cores in list(times) if i % 2 == 0 else list(reversed(times)):
             folder = work / "scaling"
             remove(folder)

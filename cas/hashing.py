@@ -20,15 +20,16 @@ _THREADED_MIN = 4 << 20
 _HEX_RE = re.compile(r"[0-9a-f]+")
 
 
-def digest(data: bytes | bytearray | memoryview, *, threaded: bool = True) -> bytes:
-    """Return the 32-byte BLAKE3 digest of ``data`` (on several threads for large buffers if ``threaded``).
-
-    Hashing releases the GIL: an unthreaded digest of a large buffer can run on a
-    pool thread beside other work.
-    """
-    if threaded and len(data) >= _THREADED_MIN:
+def digest(data: bytes | bytearray | memoryview) -> bytes:
+    """Return the 32-byte BLAKE3 digest of ``data`` (threaded for large buffers)."""
+    if len(data) >= _THREADED_MIN:
         return blake3.blake3(data, max_threads=blake3.blake3.AUTO).digest()
     return blake3.blake3(data).digest()
+
+
+def hasher() -> blake3.blake3:
+    """An incremental BLAKE3 hasher on the calling thread (``update`` releases the GIL)."""
+    return blake3.blake3()
 
 
 def digest_windows(

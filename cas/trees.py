@@ -10,7 +10,7 @@ from typing import Any
 
 from cas import codec, destination, restore
 from cas.backends.base import Buffer
-from cas.chunking import ChunkParams, cut_ends
+from cas.chunking import ChunkParams
 from cas.errors import (
     CorruptObjectError,
     DeclaredSizeError,
@@ -19,7 +19,7 @@ from cas.errors import (
     InvalidNameError,
     SourceNotFoundError,
 )
-from cas.hashing import digest, digest_windows, short
+from cas.hashing import digest, digest_windows, hasher, short
 from cas.ingest import ChunkIngest, ChunkRefs, Release
 from cas.objects import INLINE_MAX, ChunkMap, FileEntry, Tree, check_portable_path
 from cas.objectstore import ObjectStore
@@ -30,20 +30,12 @@ _HASH_WINDOW = 64 << 20
 
 
 class _Pending:
-    """A large file whose chunks (and perhaps whole-file hash) are still being computed."""
+    """A large file whose chunks are still being stored."""
 
-    def __init__(self, size: int, file_hash: bytes | Future[bytes], futures: list[Future[ChunkRefs]]) -> None:
+    def __init__(self, size: int, file_hash: bytes, futures: list[Future[ChunkRefs]]) -> None:
         self.size = size
         self.hash = file_hash
         self.futures = futures
-
-    def file_hash(self) -> bytes:
-        return self.hash if isinstance(self.hash, bytes) else self.hash.result()
-
-    def wait_hash(self) -> None:
-        """Let a whole-file hash still reading the file finish (its mapping may then be closed)."""
-        if not isinstance(self.hash, bytes):
-            self.hash.exception()
 
 
 class TreeWriter:
@@ -97,17 +89,17 @@ class TreeWriter:
     def _write_large(self, path: str, view: memoryview, release: Release | None) -> None:
         if not self._may_be_stored(view):
             # New bytes (their first chunk is not in the store, so no chunk map can serve
-            # them): hash the whole file on the pool while its chunks are cut and stored,
-            # rather than before, so that no core waits for the other.
+            # them): hash the whole file here, region by region as the pool cuts it, rather
+            # than before the cutting starts, so that no core waits for the other.
             if self._ingest is None:
                 self._ingest = ChunkIngest(self._objects, self._params)
-            whole = self._objects.executor.submit(digest, view, threaded=False)
-            try:
-                futures = self._ingest.add_buffer(view, release)
-            except BaseException:
-                whole.exception()  # it reads the view: let it finish before the file is closed
-                raise
-            self._pending[path] = _Pending(len(view), whole, futures)
+            whole = hasher()
+
+            def visit(start: int, end: int) -> None:
+                whole.update(view[start:end])
+
+            futures = self._ingest.add_buffer(view, release, visit)
+            self._pending[path] = _Pending(len(view), whole.digest(), futures)
             return
         file_hash = digest(view) if release is None else digest_windows(view, _HASH_WINDOW, release)
         known = self._objects.trusted_chunkmap(file_hash, len(view))
@@ -133,9 +125,10 @@ class TreeWriter:
         chunk of the same bytes is always cut the same way.) Costs one cut and one
         hash of at most ``max_size`` bytes.
         """
-        first = cut_ends(self._params, view, 0, min(len(view), 2 * self._params.max_size))[0]
-        d = digest(view[:first])
-        return self._objects.knows_chunk(d) or self._objects.has_object(d)
+        # Cut on its own, the first chunk of a prefix longer than the largest chunk is the true first chunk.
+        first = next(iter(self._params.cutter().cut_buf(view[: 2 * self._params.max_size])))
+        d = digest(view[: first.length])
+        return self._objects.has_any(d)
 
     def finish(self) -> Tree:
         """Wait for every chunk to be stored, then build the tree."""
@@ -145,9 +138,8 @@ class TreeWriter:
             entries = dict(self._done)
             for path, pending in self._pending.items():
                 chunks = tuple(ref for future in pending.futures for ref in future.result())
-                file_hash = pending.file_hash()
-                entries[path] = FileEntry(path, pending.size, chunks, hash=file_hash)
-                self._objects.write_chunkmap(ChunkMap(file_hash, pending.size, chunks))
+                entries[path] = FileEntry(path, pending.size, chunks, hash=pending.hash)
+                self._objects.write_chunkmap(ChunkMap(pending.hash, pending.size, chunks))
             return Tree(tuple(entries[p] for p in sorted(entries)))
         finally:
             self._close_maps()
@@ -160,8 +152,6 @@ class TreeWriter:
             self._close_maps()
 
     def _close_maps(self) -> None:
-        for pending in self._pending.values():
-            pending.wait_hash()
         self._pending.clear()
         for mapped in self._maps:
             try:

@@ -134,8 +134,9 @@ def test_a_float64_array_put_twice_is_one_artifact(store: cas.Store) -> None:
     assert np.array_equal(store.get("b"), arr)
 
 
-def test_a_failing_ingest_leaves_the_file_readable_and_raises(
-    store: cas.Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("kind", ["bytes", "file"])
+def test_a_failing_ingest_raises_and_the_next_put_is_whole(
+    store: cas.Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     from cas import ingest
 
@@ -149,8 +150,58 @@ def test_a_failing_ingest_leaves_the_file_readable_and_raises(
     repo = store.repository
     writer = TreeWriter(repo.objects, repo.config.chunking)
     with pytest.raises(OSError, match="disk on fire"):
-        writer.write_file("f", source)
-    writer.abort()  # waits for the whole-file hash still reading the mapping, then closes it
+        if kind == "file":
+            writer.write_file("f", source)
+        else:
+            writer.write_bytes("f", bytearray(data))
+    writer.abort()
     monkeypatch.undo()
     assert source.read_bytes() == data
     _check(_write(store, source=source), data, repo.config.chunking)
+    _check(_write(store, data), data, repo.config.chunking)
+
+
+def test_new_bytes_skip_the_chunk_map_lookup_and_hash_beside_the_cutting(
+    store: cas.Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: every large put hashed the whole buffer, then looked for a chunk map, then cut.
+    # New bytes can have no usable map (their first chunk is not stored): no lookup, and the
+    # whole-file hash is taken region by region while the pool cuts (no whole-buffer digest).
+    objects = store.repository.objects
+    backend = objects.backend
+    reads: list[str] = []
+    real_read = backend.read
+
+    def spy_read(key: str, *args: object, **kwargs: object) -> bytes:
+        reads.append(key)
+        return real_read(key, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(backend, "read", spy_read)
+    from cas import trees
+
+    whole: list[int] = []
+    real_digest, real_windows = trees.digest, trees.digest_windows
+
+    def spy(data: bytes | bytearray | memoryview) -> bytes:
+        if len(data) > SMALL_MAX:
+            whole.append(len(data))
+        return real_digest(data)
+
+    def spy_windows(data: memoryview, window: int, after: object = None) -> bytes:
+        whole.append(len(data))
+        return real_windows(data, window, after)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(trees, "digest", spy)
+    monkeypatch.setattr(trees, "digest_windows", spy_windows)
+    data = os.urandom(40 << 20)  # three 16 MiB regions
+    source = tmp_path / "big.bin"
+    source.write_bytes(data[::-1])
+    params = store.repository.config.chunking
+    _check(_write(store, data), data, params)
+    _check(_write(store, source=source), data[::-1], params)
+    assert not [k for k in reads if k.startswith("chunkmaps/")]
+    assert whole == []
+    # The same bytes again: their first chunk is stored, so the file is hashed first and its map used.
+    _check(_write(store, data), data, params)
+    _check(_write(store, source=source), data[::-1], params)
+    assert whole == [len(data), len(data)]
