@@ -9,13 +9,14 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import engine, gc_scale, maintenance, runs, s3, scale, sync, torch_checkpoint, values
+from benchmarks import engine, gc_scale, maintenance, named, reads, runs, s3, scale, sync, torch_checkpoint, values
 from benchmarks import requests as requests_bench
 from benchmarks.harness import peak_rss_mib, print_table
 
 ALL = {
     **engine.WORKLOADS,
     **values.WORKLOADS,
+    **named.WORKLOADS,
     **runs.WORKLOADS,
     **maintenance.WORKLOADS,
     **s3.WORKLOADS,
@@ -24,9 +25,12 @@ ALL = {
     **scale.WORKLOADS,
     **requests_bench.WORKLOADS,
     **gc_scale.WORKLOADS,
+    **reads.WORKLOADS,
 }
 engine.WORKLOADS.update(scale.WORKLOADS, **requests_bench.WORKLOADS)  # engine.run looks workloads up there
 engine.WORKLOADS.update(gc_scale.WORKLOADS)
+engine.WORKLOADS.update(named.WORKLOADS)
+engine.WORKLOADS.update(reads.WORKLOADS)
 
 
 def main(argv: list[str] | None = None) -> int:

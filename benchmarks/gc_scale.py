@@ -14,12 +14,15 @@ TARGET = 10_000  # objects per second, locally
 
 
 def _template(path: Path, n: int) -> None:
-    """A local store holding ``n`` unreachable loose objects of a few dozen bytes, and one named value."""
+    """A local store holding ``n`` unreachable loose objects, and one named value.
+
+    Each unnamed put of a small value stores an artifact and a tree (both loose, about 150 bytes).
+    """
     remove(path)
     with cas.open(path) as store:
         store.put({"kept": True}, "kept")
-        for i in range(n):
-            store.objects.put_object(f"unreachable object {i}".encode(), loose=True)
+        for i in range(n // 2):
+            store.put({"unreachable": i})
 
 
 def _unlink_all(folder: Path) -> int:

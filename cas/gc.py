@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import uuid
 import warnings
 from collections import Counter
@@ -328,11 +329,13 @@ class StorageClock:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.key = temp_key(f"{CLOCK_PREFIX}{uuid.uuid4().hex}")
+        self.written = False
 
     def now(self) -> float:
         """Write the marker and read back its timestamp (raises BackendError if the storage fails)."""
         for _ in range(5):
             self.backend.write(self.key, b"")
+            self.written = True
             try:
                 return self.backend.mtime(self.key)
             except FileNotFoundError:
@@ -340,6 +343,8 @@ class StorageClock:
         raise BackendError(f"{self.backend.url}: gc's clock marker {self.key} keeps vanishing")
 
     def close(self) -> None:
+        if not self.written:
+            return
         try:
             self.backend.delete(self.key)
         except FileNotFoundError:
@@ -354,11 +359,12 @@ class _Deleter:
     """Deletes unreachable files whose age the listing established, in batches, while the pass is in time.
 
     Before each batch it reads the storage clock again: once the pass has run
-    for longer than the grace period it deletes nothing more. On a backend
-    whose ``delete_if_old`` is atomic (the local disk: move aside, then
-    check), each file goes through it, so a writer's refresh after the listing
-    keeps the file; elsewhere a batch goes out as one multi-object delete,
-    right after the listing of its shard.
+    for longer than the grace period it deletes nothing more. On the local disk
+    each file of a batch is moved aside and checked again (``_delete_aside``), so
+    a writer's refresh after the listing keeps the file; on another backend whose
+    ``delete_if_old`` is its own, each file goes through it; elsewhere (object
+    stores) a batch goes out as one multi-object delete, right after the listing
+    of its shard.
     """
 
     def __init__(self, backend: Backend, report: GcReport, clock: StorageClock, start: float) -> None:
@@ -681,7 +687,13 @@ def collect(
     """
     report = GcReport(dry_run=dry_run, grace=grace)
     clock = StorageClock(store.backend)
-    start = clock.now()  # before anything is read: whatever is written from here on is young
+    try:
+        start = clock.now()  # before anything is read: whatever is written from here on is young
+    except (CasError, PermissionError):
+        if not dry_run:
+            raise
+        # A dry run deletes nothing, so read-only access will do: this machine's clock then estimates the ages.
+        start = time.time()
     try:
         store.objects.refresh_index()
         # Read before marking, so no pack written after this point is judged by stale liveness.

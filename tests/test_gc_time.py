@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,8 @@ from cas.progress import ProgressEvent
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: A gc process whose clock is ``shift`` seconds ahead of everyone else's (argv: url, shift, grace).
+#: A gc process whose clock is ``shift`` seconds ahead of everyone else's (argv: url, shift).
+#: Once started it says "ready", then reads its grace period from stdin.
 SKEWED_GC = textwrap.dedent(
     """
     import json, sys, time
@@ -32,17 +34,24 @@ SKEWED_GC = textwrap.dedent(
     time.time = lambda: _real() + float(sys.argv[2])  # before cas is imported: every caller sees the skew
     import cas
     with cas.open(sys.argv[1]) as store:
-        report = store.gc(grace=float(sys.argv[3]))
+        print("ready", flush=True)
+        report = store.gc(grace=float(sys.stdin.readline()))
     print(json.dumps({"removed": report.objects, "kept_young": report.kept_young}))
     """
 )
 
 
-def _skewed_gc(url: str, shift: float, grace: float) -> dict[str, int]:
-    done = subprocess.run([sys.executable, "-c", SKEWED_GC, url, str(shift), str(grace)], capture_output=True,
-                          text=True, timeout=120, cwd=ROOT)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def _skewed_gc(url: str, shift: float, grace: Callable[[], float]) -> dict[str, int]:
+    """Run the skewed gc; ``grace()`` is asked once it has started (its start-up is not part of any age)."""
+    proc = subprocess.Popen([sys.executable, "-c", SKEWED_GC, url, str(shift)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
+    assert proc.stdout is not None and proc.stdin is not None
+    if proc.stdout.readline().strip() == "ready":
+        proc.stdin.write(f"{grace()}\n")
+        proc.stdin.flush()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
@@ -55,16 +64,16 @@ def test_a_gc_whose_clock_is_ahead_keeps_a_put_in_progress(
     url = make_url(kind, tmp_path)
     with cas.open(url) as store:
         old = store.put({"garbage": 1})  # unreachable...
-        time.sleep(6)  # ...and 6 s older than the put below
+        time.sleep(5)  # ...and 5 s older than the put below
         young = store.put(os.urandom(100_000))  # a put whose ref is not written yet
         written = time.monotonic()
         # Two hours ahead with a one-hour grace: by this machine's clock everything is old.
-        assert _skewed_gc(url, 7200, 3600)["removed"] == 0
+        assert _skewed_gc(url, 7200, lambda: 3600)["removed"] == 0
         assert store.backend.exists(object_key(bytes.fromhex(young.hash)))
         assert store.backend.exists(object_key(bytes.fromhex(old.hash)))
         # The storage's clock still tells what is old: with a grace between the two ages
-        # (4 s for gc to start), the skewed gc collects the old garbage only.
-        report = _skewed_gc(url, 7200, time.monotonic() - written + 4)
+        # (S3's timestamps are whole seconds), the skewed gc collects the old garbage only.
+        report = _skewed_gc(url, 7200, lambda: time.monotonic() - written + 2.5)
         assert report["removed"] == 2  # the old artifact and its tree
         assert not store.backend.exists(object_key(bytes.fromhex(old.hash)))
         named = store.put(store.get(young.hash), "model")  # the put finishes: its ref names intact data
