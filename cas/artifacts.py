@@ -85,6 +85,21 @@ _decoded: weakref.WeakKeyDictionary[Repository, _Decoded] = weakref.WeakKeyDicti
 _decoded_lock = threading.Lock()
 
 
+def _cached(repo: Repository, digest: bytes) -> Artifact | Tree | None:
+    """What this process decoded of ``digest`` before, if the store still holds it.
+
+    Only where asking is cheap (a local disk: a stat or an index lookup); on an
+    object store the question costs a request, as the read does, so it reads.
+    """
+    if not repo.backend.cheap_exists:
+        return None
+    found = _cache(repo).get(digest)
+    if found is None:
+        return None
+    # (loose first: artifacts and trees of plain puts are loose, a stat; then the pack index)
+    return found if repo.objects.has_object(digest) or repo.objects.knows_chunk(digest) else None
+
+
 def _cache(repo: Repository) -> _Decoded:
     found = _decoded.get(repo)
     if found is None:
@@ -171,14 +186,13 @@ def _prefix_match(repo: Repository, prefix: str) -> bytes | None:
 def artifact(repo: Repository, ref: Ref) -> Artifact:
     """The artifact object ``ref`` names; ObjectNotFoundError if absent, WrongObjectKindError if another kind."""
     d = from_hex(ref.hash)
-    cache = _cache(repo)
-    cached = cache.get(d)
+    cached = _cached(repo, d)
     if isinstance(cached, Artifact):
         return cached
     raw = repo.objects.get_object(d)
     try:
         found = Artifact.from_bytes(raw, key=f"artifact {short(d)}")
-        cache.put(d, found, len(raw))
+        _cache(repo).put(d, found, len(raw))
         return found
     except CorruptObjectError:
         # The bytes match their hash: either another kind of object, or an artifact no reader accepts.
@@ -190,12 +204,11 @@ def artifact(repo: Repository, ref: Ref) -> Artifact:
 
 def tree(repo: Repository, art: Artifact) -> Tree:
     """An artifact's tree, checked against the size the artifact declares."""
-    cache = _cache(repo)
-    found = cache.get(art.tree)
+    found = _cached(repo, art.tree)
     if not isinstance(found, Tree):
         raw = repo.objects.get_object(art.tree)
         found = Tree.from_bytes(raw, key=f"tree {short(art.tree)}")
-        cache.put(art.tree, found, len(raw))
+        _cache(repo).put(art.tree, found, len(raw))
     if found.size != art.size:  # info shows the artifact's size: it must be the files'
         raise CorruptObjectError(f"artifact says {art.size:,} bytes, its tree {found.size:,}")
     return found

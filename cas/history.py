@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
@@ -22,9 +23,9 @@ from cas.errors import (
     WrongObjectKindError,
     check_argument_type,
 )
-from cas.hashing import from_hex, short
+from cas.hashing import from_hex, short, to_hex
 from cas.objects import Artifact, RefRecord, kind_of
-from cas.refs import check_name
+from cas.refs import READ_THREADS, check_name
 from cas.repository import Repository
 from cas.runs import STATUSES, Run, valid_time
 
@@ -279,7 +280,8 @@ def _version_logs(repo: Repository, name: str, numbers: list[int], skipped: list
     if repo.backend.cheap_exists or len(found) < 2:
         runs = [producer_of(repo, record.target, mine) for _, record in found]
     else:
-        runs = list(repo.executor.map(lambda item: producer_of(repo, item[1].target, mine), found))
+        with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(found)), thread_name_prefix="cas-log") as pool:
+            runs = list(pool.map(lambda item: producer_of(repo, item[1].target, mine), found))
     skipped.extend(mine)
     return [VersionLog(ref_of(name, record), record.created, run) for (_, record), run in zip(found, runs, strict=True)]
 
@@ -297,16 +299,33 @@ def names_page(repo: Repository, *, offset: int = 0, limit: int | None = None) -
     """Names in order, each with its latest version: what ``cas ls`` shows, a page at a time.
 
     One listing of ``refs/`` (a few requests per 1,000 names on an object
-    store), then one read of the latest version file of each name on the page,
-    in parallel. Unreadable versions are left out and listed in ``skipped``.
+    store), then the latest version file of each name on the page, read in
+    parallel; on an object store a page of more than ``READ_THREADS`` names
+    takes the hashes of versions without a label from the reverse index
+    instead (a few listings): the hash shown is then the index's, which a
+    get checks against the version file. Unreadable versions are left out
+    and listed in ``skipped``.
     Raises InvalidArgumentError.
     """
     _check_page(offset, limit)
-    scanned = repo.refs.scan()
+    labelled: set[str] = set()
+    scanned = repo.refs.scan(labelled)
     page = list(scanned.items())[offset : None if limit is None else offset + limit]
-    records = repo.refs.read_versions([(name, live[-1]) for name, live in page])
+    indexed: dict[tuple[str, int], bytes] = {}
+    if not repo.backend.cheap_exists and len(page) > READ_THREADS:
+        # On an object store a page of many names reads the reverse index (a few
+        # listings) rather than one version file per name; a name with labels, or
+        # a version the index lacks, is still read (the label is in its file).
+        indexed = repo.refs.indexed_targets()
+    unread = [(name, live[-1]) for name, live in page if name in labelled or (name, live[-1]) not in indexed]
+    records = dict(zip(unread, repo.refs.read_versions(unread), strict=True))
     entries: LogEntries[NameEntry] = LogEntries()
-    for (name, live), record in zip(page, records, strict=True):
+    for name, live in page:
+        where = (name, live[-1])
+        if where not in records:
+            entries.append(NameEntry(name, Ref(to_hex(indexed[where]), name, live[-1], live[-1]), len(live)))
+            continue
+        record = records[where]
         if isinstance(record, CasError):
             entries.skipped.append(f"{name}@{live[-1]}: {record}")
         elif record is not None:

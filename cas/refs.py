@@ -72,12 +72,26 @@ _LISTING_TTL = 30.0
 _LABEL_WAIT = 30.0
 # Version files remembered per process (their records are a few hundred bytes).
 _MAX_CACHED = 200_000
+# Names that passed check_name (the rules never change in a process).
+_VALID_NAMES: set[str] = set()
+# The fold map of each store this process has read (by URL): (map, when made, how long it is good for).
+_FOLDS: dict[str, tuple[dict[str, str], float, float]] = {}
 # A tag move sorts after the tag's previous value, unless that value is dated this far ahead of now.
 _TAG_BUMP_LIMIT = 86_400.0
 
 
 def check_name(name: str) -> str:
     """Validate an artifact name, git check-ref-format style; raise InvalidNameError naming the rule."""
+    if type(name) is str and name in _VALID_NAMES:
+        return name
+    _check_name(name)
+    if len(_VALID_NAMES) >= _MAX_CACHED:
+        _VALID_NAMES.clear()
+    _VALID_NAMES.add(name)
+    return name
+
+
+def _check_name(name: str) -> str:
     if not isinstance(name, str) or not name:
         raise InvalidNameError("a name must be a non-empty string")
     if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_LENGTH:
@@ -246,11 +260,6 @@ class RefStore:
         self._listed_at: dict[str, float] = {}
         # Version files read or written here, by key: immutable while they exist.
         self._records: dict[str, RefRecord] = {}
-        # fold(folder) -> folder for every folder a name uses, from one listing of refs/;
-        # refreshed after _FOLDS_TTL seconds (longer in a store whose listing is slow).
-        self._folds: dict[str, str] | None = None
-        self._folds_at = 0.0
-        self._folds_ttl = _FOLDS_TTL
 
     def _read(self, key: str) -> RefRecord | None:
         try:
@@ -274,8 +283,7 @@ class RefStore:
         made = self._numbers_in(version_folder(name))
         gone = set(self._numbers_in(gone_folder(name)))
         highest = max(made[-1] if made else 0, max(gone, default=0))
-        if name in self._next or highest:
-            self._next[name] = max(self._next.get(name, 1), highest + 1)
+        self._next[name] = max(self._next.get(name, 1), highest + 1)
         self._listed_at[name] = time.monotonic()
         return [n for n in made if n not in gone], highest
 
@@ -288,8 +296,12 @@ class RefStore:
         return sorted(numbers)
 
     def _is_live(self, name: str, number: int) -> bool:
-        """Whether version ``number`` of ``name`` exists and is not deleted (two ``exists``)."""
-        return self.backend.exists(version_key(name, number)) and not self.backend.exists(gone_key(name, number))
+        """Whether version ``number`` of ``name``, known to have existed, is not deleted: one ``exists``.
+
+        Deleting a version writes its tombstone before anything else, and only
+        an rm removes a version file, so the tombstone alone answers.
+        """
+        return not self.backend.exists(gone_key(name, number))
 
     def _version(self, name: str, number: int) -> RefRecord | None:
         """Version ``number`` of ``name`` if it exists and is not deleted; CorruptObjectError if unreadable."""
@@ -315,7 +327,7 @@ class RefStore:
         """The latest version of ``name`` (None if it has none); CorruptObjectError if unreadable.
 
         Where ``exists`` is cheap and this process knows a recent latest version n:
-        four ``exists`` (n+1 neither made nor deleted, n there and not deleted).
+        three ``exists`` (n+1 neither made nor deleted, n not deleted).
         A put always takes the number after the highest used, so no newer
         version can hide past n+1; a transfer may copy in versions above a gap,
         which the listing made at most ``_LISTING_TTL`` seconds ago catches.
@@ -417,8 +429,9 @@ class RefStore:
         self._latest[name] = record
         self._listed_at[name] = time.monotonic()
         self._remember(key, record)
-        if self._folds is not None:
-            self._folds.update((lookalikes.fold(p), p) for p in _prefixes(name))
+        folds = _FOLDS.get(self.backend.url)
+        if folds is not None:
+            folds[0].update((lookalikes.fold(p), p) for p in _prefixes(name))
 
     def _claim_label(self, name: str, label: str, target: bytes, now: float) -> RefRecord | None:
         """Claim ``label`` for ``target`` (None: claimed, make its version) or return the version it names.
@@ -435,24 +448,27 @@ class RefStore:
         self._check_case_in(label_folder(name), label, "version")
         deadline = time.monotonic() + _LABEL_WAIT
         pause = 0.002
-        while True:
-            if self.backend.create(key, _encode(RefRecord(target, now, None, label))):
-                return None
+        claim = _encode(RefRecord(target, now, None, label))
+        claimed = self.backend.create(key, claim)
+        while not claimed:
             existing = self._read(key)
-            if existing is not None:
-                if existing.target != target:
-                    raise RefExistsError(f"version {name}@{label} already exists with another artifact")
-                if existing.number is not None:
-                    version = self._version(name, existing.number)
-                    if version is not None and version.target == target:
-                        return version
-                    # its version was deleted: the label goes with it (delete_version)
-                elif time.monotonic() > deadline:
-                    return None
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
+            if existing is None:  # removed since (an rm of its version): claim it again
+                claimed = self.backend.create(key, claim)
+                continue
+            if existing.target != target:
+                raise RefExistsError(f"version {name}@{label} already exists with another artifact")
+            if existing.number is not None:
+                version = self._version(name, existing.number)
+                if version is not None and version.target == target:
+                    return version
+                # its version is being deleted: the label goes with it (delete_version)
+            elif time.monotonic() > deadline:
+                return None
             if time.monotonic() > deadline + _LABEL_WAIT:
                 raise RefExistsError(f"version {name}@{label} is being deleted or rewritten; try again")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        return None
 
     def _same_as_latest(self, name: str, target: bytes) -> RefRecord | None:
         """The latest version of ``name`` if it is ``target`` (None otherwise).
@@ -487,15 +503,20 @@ class RefStore:
     def _check_case(self, name: str) -> None:
         """Refuse a new name that one case-insensitive folder would share with an existing name.
 
-        Reads one listing of refs/ per _FOLDS_TTL seconds: a name another writer
-        created since may slip through (as may two created at the same moment).
+        Reads one listing of refs/ per _FOLDS_TTL seconds (or 20 times as long as
+        that listing took) in a process: a name another writer created since may
+        slip through (as may two created at the same moment).
         """
-        if self._folds is None or time.monotonic() - self._folds_at > self._folds_ttl:
+        # fold(folder) -> folder for every folder of the store's names, shared by the Stores of
+        # this process; made again after _FOLDS_TTL seconds (longer where listing is slow:
+        # a store of 100,000 names lists for seconds, so at most 5% of the time goes to it).
+        found = _FOLDS.get(self.backend.url)
+        if found is None or time.monotonic() - found[1] > found[2]:
             started = time.monotonic()
-            self._folds, self._folds_at = self._fold_map(), time.monotonic()
-            # A store with 100,000 names lists for seconds: refresh at most 5% of the time.
-            self._folds_ttl = max(_FOLDS_TTL, 20 * (self._folds_at - started))
-        why = _case_twin(name, self._folds)
+            folds = self._fold_map()
+            done = time.monotonic()
+            found = _FOLDS[self.backend.url] = (folds, done, max(_FOLDS_TTL, 20 * (done - started)))
+        why = _case_twin(name, found[0])
         if why is not None:
             raise InvalidNameError(f"name {name!r}: {why}")
 
@@ -681,6 +702,26 @@ class RefStore:
         found = [(e.name, e.number) for k in self.backend.list(names_folder(target)) if (e := parse_names_key(k))]
         return [f"{n}@{v}" for n, v in sorted(found, key=lambda item: (item[0], -item[1]))]
 
+    def indexed_targets(self) -> dict[tuple[str, int], bytes]:
+        """(name, number) -> artifact from one listing of the whole reverse index (``names/``).
+
+        Untrusted like every listing, and a SHOULD of writers: a version may be
+        missing, and a (name, number) listed with two artifacts (a number
+        reused by an older cas) is left out. Read the version file to be sure.
+        """
+        found: dict[tuple[str, int], bytes] = {}
+        doubled: set[tuple[str, int]] = set()
+        for key in self.backend.list_hex(NAMES_FOLDER):
+            entry = parse_names_key(key)
+            if entry is None:
+                continue
+            where = (entry.name, entry.number)
+            if found.setdefault(where, entry.artifact) != entry.artifact:
+                doubled.add(where)
+        for where in doubled:
+            del found[where]
+        return found
+
     def version_targets(self, names: set[str]) -> dict[tuple[str, int], bytes]:
         """(name, number) -> artifact for every version of ``names``: one listing of the reverse index."""
         if not names:
@@ -703,11 +744,12 @@ class RefStore:
         """Every name with at least one version (names no lookup could reach are left out)."""
         return iter(self.scan())
 
-    def scan(self) -> dict[str, list[int]]:
+    def scan(self, labelled: set[str] | None = None) -> dict[str, list[int]]:
         """Every name, sorted, with the numbers of its versions (deleted ones left out): one listing of refs/.
 
         What ``cas ls`` pages through; no ref file is read. Names that break
         ``check_name`` (planted, e.g. not UTF-8 on a local disk) are left out.
+        ``labelled``, if given, receives the names that have version labels.
         """
         made: dict[str, list[int]] = {}
         gone: dict[str, set[int]] = {}
@@ -720,6 +762,8 @@ class RefStore:
             found = parse_ref_key(key)
             if found is not None and found.kind == "v":
                 made.setdefault(found.name, []).append(int(found.selector))
+            elif found is not None and found.kind == "label" and labelled is not None:
+                labelled.add(found.name)
         result: dict[str, list[int]] = {}
         for name in sorted(made):
             live = sorted(n for n in made[name] if n not in gone.get(name, ()))

@@ -141,7 +141,9 @@ def _numbers_never_reused(url: str) -> None:
     assert len(numbers) == len(set(numbers)), "a version number was handed out twice"
     with cas.open(url) as store:
         for number, digest in removed:
-            assert (number, digest) in made
+            # (an rm can catch a version in the moment between its create and its writer's tombstone
+            # check: the writer then gives that number up and returns a later one for the same data)
+            assert digest in {d for _, d in made}
             with pytest.raises(cas.RefNotFoundError):
                 store.resolve(f"ckpt@{number}")
         for number, digest in made:
@@ -215,13 +217,19 @@ def _deleter(url: str, start: float, queue: Any) -> None:
 TAG_RACES = 60
 
 
+def _tag_on_deleted(store: cas.Store, name: str) -> bool:
+    tag = store.refs.tags(name).get("prod")
+    return tag is not None and tag.number not in store.refs.version_numbers(name)
+
+
 def test_no_tag_is_left_on_a_deleted_version(tmp_path: Path) -> None:
     url = _url("local", tmp_path)
     cas.open(url).close()
     start = time.time() + 4.0
     _run([(_tagger, (url, start)), (_deleter, (url, start))])
     with cas.open(url) as store:
-        left = [i for i in range(TAG_RACES) if "prod" in store.refs.tags(f"m{i}")]
+        # (a put whose number was deleted under it made the next one: a tag on that one is right)
+        left = [i for i in range(TAG_RACES) if _tag_on_deleted(store, f"m{i}")]
         assert left == [], f"tags left on deleted versions of m{left}"
         assert store.refs.problems() == []
 
