@@ -400,15 +400,22 @@ def rm(state: _Context, refs: tuple[str, ...]) -> None:
 @main.command()
 @click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
 @click.option("--grace", type=parse_duration, help="Keep unreachable files younger than this (e.g. 0, 30m, 1d).")
+@click.option("--repack", is_flag=True, help="Merge every small pack and the whole recent chunk index now.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
-def gc(state: _Context, dry_run: bool, grace: float | None, as_json: bool) -> None:
-    """Remove what no ref and no logged run reaches (after the grace period)."""
+def gc(state: _Context, dry_run: bool, grace: float | None, repack: bool, as_json: bool) -> None:
+    """Remove what no ref and no logged run reaches (after the grace period), then consolidate packs and index."""
     with state.progress(enabled=not as_json) as progress:
-        report = state.store().gc(dry_run=dry_run, grace=grace, progress=progress)
+        report = state.store().gc(dry_run=dry_run, grace=grace, repack=repack, progress=progress)
     if as_json:
+        merged = report.consolidation
         _dump({"dry_run": report.dry_run, "grace": report.grace, "removed": dict(report.removed),
-               "bytes": dict(report.freed), "repacked": report.repacked, "kept_young": report.kept_young})  # fmt: skip
+               "bytes": dict(report.freed), "repacked": report.repacked, "kept_young": report.kept_young,
+               "outlived_grace": report.outlived_grace,
+               "consolidated": None if merged is None else {
+                   "tables_written": merged.tables_written, "index_files_merged": merged.index_files_merged,
+                   "tables_merged": merged.tables_merged, "rows": merged.rows, "packs_merged": merged.packs_merged,
+                   "packs_written": merged.packs_written}})  # fmt: skip
     else:
         state.say(str(report))
 

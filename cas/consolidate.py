@@ -246,13 +246,14 @@ def _copy_group(repo: Repository, group: list[tuple[bytes, list[PackEntry]]]) ->
             pieces.append((e.digest, [stored], e.raw_size, e.codec))
     if not pieces:
         return None
-    _, _, written = objects.write_pack(pieces)
+    new_id, index, written = objects.write_pack(pieces, register=False)
     old = [p for p, _ in group]
     with backend_errors(PACKS_FOLDER):
         repo.backend.delete_many([index_key(p) for p in old])
         repo.backend.delete_many([pack_key(p) for p in old])
     for pack_id in old:
         objects.forget_pack(pack_id)
+    objects.register_pack(new_id, index)  # after the old ones are forgotten: its rows take their place
     return written
 
 

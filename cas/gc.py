@@ -43,6 +43,7 @@ from cas import codec, visualrecords
 from cas.backends.base import Backend
 from cas.backends.fsspec_backend import FsspecBackend
 from cas.backends.local import LocalBackend
+from cas.consolidate import ConsolidationReport, consolidate
 from cas.errors import (
     BackendError,
     CasError,
@@ -219,6 +220,8 @@ class GcReport:
     missing: list[str] = field(default_factory=list)
     #: The pass outlived its grace period (on the storage's clock) and stopped deleting.
     outlived_grace: bool = False
+    #: What the consolidation after the sweep did (None in a dry run).
+    consolidation: ConsolidationReport | None = None
 
     @property
     def objects(self) -> int:
@@ -239,6 +242,8 @@ class GcReport:
             lines.append(f"  kept {self.kept_young} unreachable files younger than the grace period")
         if self.outlived_grace:
             lines.append("  stopped early: the pass outlived the grace period, so it deleted nothing more")
+        if self.consolidation is not None and (self.consolidation.tables_written or self.consolidation.packs_merged):
+            lines.append(f"  {self.consolidation}")
         for item in self.missing:
             lines.append(f"  missing: {item}")
         return "\n".join(lines)
@@ -678,9 +683,11 @@ def collect(
     dry_run: bool,
     grace: float,
     repack_threshold: float = REPACK_THRESHOLD,
+    repack: bool = False,
     progress: ProgressCallback | None = None,
 ) -> GcReport:
-    """Mark, then sweep everything unreachable and older than ``grace`` seconds on the storage's clock.
+    """Mark, then sweep everything unreachable and older than ``grace`` seconds on the storage's clock,
+    then consolidate packs and the chunk index (``repack``: even below the usual thresholds).
 
     Warns with GraceExceededWarning (and sets ``outlived_grace`` in the report)
     if the pass outlives its grace period: it then deletes nothing more.
@@ -710,10 +717,10 @@ def collect(
             pass  # reported: deleter.in_time() warned and set report.outlived_grace
         if not dry_run:
             store.objects.refresh_index()
-        # -- consolidation (the lead adds ``consolidate(...)`` here) ------------------------------
-        # After the sweep, on the same clock: ``start`` and ``deleter.cutoff`` are storage time,
-        # ``deleter.in_time()`` says whether the pass may still delete.
-        # ------------------------------------------------------------------------------------------
+        if not dry_run and not report.outlived_grace:
+            # Small packs into full-size ones, the index files and smaller tables into one table
+            # (geometric): nothing is deleted that a newer pack or table does not hold (W20).
+            report.consolidation = consolidate(store, force=repack, progress=progress)
     finally:
         clock.close()
     return report

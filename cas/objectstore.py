@@ -560,7 +560,9 @@ class ObjectStore:
         """Add a pack to the recent part (``written``: this process wrote it, so it stays until forgotten)."""
         with self._index_lock:
             for entry in index.entries:
-                self._recent.setdefault(entry.digest, ChunkLocation(pack_id, entry))
+                held = self._recent.get(entry.digest)
+                if held is None or held.pack in self._gone:
+                    self._recent[entry.digest] = ChunkLocation(pack_id, entry)
             self._loaded_indexes.add(pack_id)
             if written:
                 self._written.add(pack_id)

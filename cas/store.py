@@ -461,9 +461,18 @@ class Store:
     prune_runs.__doc__ = maintenance.prune_runs.__doc__
 
     def gc(
-        self, *, dry_run: bool = False, grace: float | timedelta | None = None, progress: ProgressCallback | None = None
+        self,
+        *,
+        dry_run: bool = False,
+        grace: float | timedelta | None = None,
+        repack: bool = False,
+        progress: ProgressCallback | None = None,
     ) -> GcReport:
-        """Remove what no ref and no logged run reaches and that is older than ``grace``.
+        """Remove what no ref and no logged run reaches and that is older than ``grace``, then consolidate.
+
+        After the sweep, small packs are merged into full-size ones and the chunk index
+        into a few tables (once there are 16 index files; ``repack=True`` always), which
+        keeps the first read of a fresh process cheap however many packs were written.
 
         ``grace`` defaults to the store's ``gc_grace`` setting (one hour). An artifact
         put without a name and used by no run is unreachable: gc removes it once it
@@ -471,7 +480,7 @@ class Store:
         InvalidArgumentError for a grace that is negative, NaN or not a number.
         """
         seconds = gc.grace_seconds(grace, self.config.gc_grace)
-        return gc.collect(self.repository, dry_run=dry_run, grace=seconds, progress=progress)
+        return gc.collect(self.repository, dry_run=dry_run, grace=seconds, repack=repack, progress=progress)
 
     def fsck(self, *, repair: bool = False, progress: ProgressCallback | None = None) -> FsckReport:
         """Verify every object, pack and reference; ``repair`` removes corrupt objects (never refs)."""
