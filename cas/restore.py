@@ -2,8 +2,9 @@
 
 A file's chunk list is planned once: one ``locate_many`` for all its chunks,
 then *runs* of chunks that sit back to back in one pack with one codec, each
-at most ``RUN_BYTES``. Runs are grouped into spans of about ``SPAN_BYTES``, one
-task each on the store's pool. A raw run is one vectored read of its headers
+at most ``RUN_BYTES``. Runs are grouped into spans of about ``SPAN_BYTES``,
+taken in turn by the calling thread and a few of the store's pool threads
+(reads and BLAKE3 release the GIL). A raw run is one vectored read of its headers
 and payloads straight into the destination (no copy of ours), after which its
 chunks are hashed while they are still in the CPU's cache; a compressed run is
 one read, then each chunk is decoded, verified and copied into place; a loose
@@ -19,10 +20,11 @@ import mmap
 import os
 import secrets
 import sys
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from cas import codec
 from cas.buffers import filled_bytes
@@ -37,6 +39,8 @@ RUN_BYTES = 1 << 20
 #: About this many bytes per task on the pool.
 SPAN_BYTES = 16 << 20
 MAX_RUN_CHUNKS = 500  # two iovecs per chunk stay under IOV_MAX
+# Pool threads that read beside the calling thread: reads and hashes release the GIL.
+_HELPERS = max(2, os.cpu_count() or 2)
 
 _HEADER = codec.HEADER_SIZE
 _RAW = codec.CODEC_RAW
@@ -103,7 +107,7 @@ def _find_unplaced(
 
     Raises ObjectNotFoundError (IntegrityError if some pack's index is unreadable) for a chunk found nowhere.
     """
-    unplaced = sorted({d for d, _ in entry.chunks if d not in index and not objects.has_object(d)})
+    unplaced = sorted(d for d in {d for d, _ in entry.chunks if d not in index} if not objects.has_object(d))
     if not unplaced:
         return index
     objects.refresh_index()  # another process may have written packs since we looked
@@ -184,12 +188,14 @@ def _read_raw_run(objects: ObjectStore, run: _Run, dest: memoryview) -> None:
             codec.verify(view, d, key=f"chunk {short(d)} in pack {short(run.pack)}")
 
 
-def _diagnose_headers(run: _Run, headers: bytearray) -> None:
+def _diagnose_headers(run: _Run, headers: bytearray) -> NoReturn:
+    """Raise the error that names the first header differing from its pack entry."""
     assert run.pack is not None
     for i, (d, _, e) in enumerate(run.chunks):
         assert e is not None
         name = f"chunk {short(d)} in pack {short(run.pack)}"
         check_entry_header(codec.parse_header(headers[i * _HEADER : (i + 1) * _HEADER], key=name), e, name)
+    raise CorruptObjectError(f"pack {short(run.pack)}: a header in a run differs from what its index says")
 
 
 def _read_compressed_run(objects: ObjectStore, run: _Run, dest: memoryview) -> None:
@@ -216,12 +222,37 @@ def _read_compressed_run(objects: ObjectStore, run: _Run, dest: memoryview) -> N
         pos += size
 
 
-def _wait(futures: list[Future[None]]) -> None:
-    error = None
+def _in_parallel(objects: ObjectStore, spans: list[list[_Run]], work: Callable[[list[_Run]], None]) -> None:
+    """``work(span)`` for every span, taken in turn by this thread and a few of the pool's.
+
+    The first error stops the others at their next span and is raised once all have stopped.
+    """
+    pending = iter(spans)
+    lock = threading.Lock()
+    failed = threading.Event()
+
+    def drain() -> None:
+        while not failed.is_set():
+            with lock:
+                span = next(pending, None)
+            if span is None:
+                return
+            try:
+                work(span)
+            except BaseException:
+                failed.set()
+                raise
+
+    futures = [objects.executor.submit(drain) for _ in range(min(len(spans) - 1, _HELPERS))]
+    error: BaseException | None = None
+    try:
+        drain()
+    except BaseException as exc:
+        error = exc
     for future in futures:
-        exc = future.exception()
-        if exc is not None and error is None:
-            error = exc
+        other = future.exception()
+        if error is None:
+            error = other
     if error is not None:
         raise error
 
@@ -248,7 +279,7 @@ def _read_into(objects: ObjectStore, entry: FileEntry, dest: memoryview) -> None
         for run in span:
             _read_run(objects, run, dest[run.offset : run.offset + run.size])
 
-    _wait([objects.executor.submit(one, span) for span in _spans(_plan(objects, entry))])
+    _in_parallel(objects, _spans(_plan(objects, entry)), one)
 
 
 def read_range(objects: ObjectStore, entry: FileEntry, start: int, end: int) -> bytes:
@@ -313,7 +344,10 @@ def _prefer_huge_pages(view: memoryview) -> None:
     """
     if _madvise is None or len(view) < 4 * _HUGE_PAGE or view.readonly:
         return
-    anchor = ctypes.c_char.from_buffer(view)
+    try:
+        anchor = ctypes.c_char.from_buffer(view)
+    except (TypeError, ValueError):  # a buffer ctypes can not address: no hint
+        return
     address = ctypes.addressof(anchor)
     del anchor  # releases the export of ``view``
     start = -(-address // _HUGE_PAGE) * _HUGE_PAGE
@@ -375,4 +409,4 @@ def _restore_chunks(objects: ObjectStore, entry: FileEntry, fd: int) -> None:
             while written < run.size:
                 written += os.pwrite(fd, view[written:], run.offset + written)
 
-    _wait([objects.executor.submit(one, span) for span in _spans(_plan(objects, entry))])
+    _in_parallel(objects, _spans(_plan(objects, entry)), one)
