@@ -73,13 +73,22 @@ class ConsolidationReport:
 
 
 def consolidate(
-    repo: Repository, *, force: bool = False, merge_packs: bool = True, progress: ProgressCallback | None = None
+    repo: Repository,
+    *,
+    force: bool = False,
+    merge_packs: bool = True,
+    live: set[bytes] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> ConsolidationReport:
-    """Merge small packs, then the chunk index; ``force`` also merges below the thresholds gc waits for."""
+    """Merge small packs, then the chunk index; ``force`` also merges below the thresholds gc waits for.
+
+    With ``live`` (what gc's roots reach), only packs holding nothing else are merged,
+    so that unreachable chunks keep their age; without it every small pack is (all copied).
+    """
     report = ConsolidationReport()
     present = repo.objects.existing_pack_ids()
     if merge_packs:
-        _merge_small_packs(repo, present, report, progress)
+        _merge_small_packs(repo, present, report, live, progress)
         present = repo.objects.existing_pack_ids()
     _merge_index(repo, present, report, force=force, progress=progress)
     return report
@@ -184,7 +193,11 @@ def _rows_of(entries: tuple[PackEntry, ...] | list[PackEntry], ordinal: int) -> 
 
 
 def _merge_small_packs(
-    repo: Repository, present: set[bytes], report: ConsolidationReport, progress: ProgressCallback | None
+    repo: Repository,
+    present: set[bytes],
+    report: ConsolidationReport,
+    live: set[bytes] | None,
+    progress: ProgressCallback | None,
 ) -> None:
     """Copy the entries of packs under a quarter of the pack target into full-size packs, then remove them."""
     objects = repo.objects
@@ -192,7 +205,8 @@ def _merge_small_packs(
     small: list[tuple[bytes, list[PackEntry]]] = []
     for pack_id, entries in objects.pack_entries().items():
         if pack_id in present and _entries_size(entries) < SMALL_PACK_SHARE * target:
-            small.append((pack_id, entries))
+            if live is None or all(e.digest in live for e in entries):
+                small.append((pack_id, entries))
     if len(small) < 2:
         return
     small.sort(key=lambda item: item[0])

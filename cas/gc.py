@@ -377,7 +377,9 @@ class _Deleter:
         self.report = report
         self.clock = clock
         self.start = start
-        self.cutoff = start - report.grace
+        # Grace 0 declares that nothing else writes: what was written in the marker's own second
+        # counts as old too (object stores date keys in whole seconds).
+        self.cutoff = start - report.grace if report.grace > 0 else start + 1.0
         # delete_if_old deletes at or before its cutoff; gc deletes only what is strictly older.
         self._inclusive = math.nextafter(self.cutoff, -math.inf)
         self.atomic = type(backend).delete_if_old is not Backend.delete_if_old
@@ -720,7 +722,10 @@ def collect(
         if not dry_run and not report.outlived_grace:
             # Small packs into full-size ones, the index files and smaller tables into one table
             # (geometric): nothing is deleted that a newer pack or table does not hold (W20).
-            report.consolidation = consolidate(store, force=repack, progress=progress)
+            # Only packs every chunk of which the roots reach are merged: unreachable chunks stay
+            # where they are, so their age still counts (a merge would make them young again).
+            live = marks.chunks | marks.objects
+            report.consolidation = consolidate(store, force=repack, live=live, progress=progress)
     finally:
         clock.close()
     return report
