@@ -367,6 +367,7 @@ def check(store: Repository, *, repair: bool = False, progress: ProgressCallback
         report.corrupt.append(f"pack {short(pack_id)}: {why}")
     _check_tables(store, report, repair=repair)
     _check_side_files(store, report, repair=repair)
+    report.corrupt += [f"refs: {line}" for line in store.refs.problems()]  # label splits, reused numbers
     if repair:
         for key in corrupt_loose:
             backend.delete(key)

@@ -69,7 +69,7 @@ from cas.keys import (
 )
 from cas.objects import Artifact, RefRecord, Tree, kind_of
 from cas.progress import Phase, ProgressCallback
-from cas.refs import check_label, check_name, check_new_label, parse_ref
+from cas.refs import check_label, check_name, check_new_label, newer_tag, parse_ref
 from cas.runs import Run, RunIndex
 from cas.transfer import ASK_LIMIT, CopyStats, copy_objects, freshen, lacking, present_keys
 
@@ -358,7 +358,7 @@ class _Plan:
             elif f.kind == "tag":
                 ours = f.record
                 # tags move; the newer one wins, as within a store; an implausible tag there never does
-                if ours is not None and (ours.created > theirs.created or not self._valid_here(f.name, theirs, now)):
+                if ours is not None and (newer_tag(ours, theirs) or not self._valid_here(f.name, theirs, now)):
                     self.to_write.append(f)
                 else:
                     self.report.stale_tags.append(f.ref)

@@ -257,3 +257,16 @@ def test_a_tag_move_sorts_after_the_value_it_replaced_whatever_the_clocks(tmp_pa
         )
         store.tag("m@2", "prod")
         assert store.refs.tags("m")["prod"].created > ahead.created
+
+
+def test_fsck_reports_a_version_beside_its_tombstone(tmp_path: Path) -> None:
+    from cas.keys import gone_key
+
+    with cas.open(tmp_path / "s") as store:
+        store.put(1, "m")
+        store.put(2, "m")
+        assert store.fsck().ok
+        store.backend.write(gone_key("m", 2), b"")  # what an rm racing a put could leave
+    with cas.open(tmp_path / "s") as fresh:
+        report = fresh.fsck()
+        assert not report.ok and any("m" in line and "2" in line for line in report.corrupt)
