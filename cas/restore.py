@@ -107,7 +107,14 @@ def _find_unplaced(
 
     Raises ObjectNotFoundError (IntegrityError if some pack's index is unreadable) for a chunk found nowhere.
     """
-    unplaced = sorted(d for d in {d for d, _ in entry.chunks if d not in index} if not objects.has_object(d))
+    missing = sorted({d for d, _ in entry.chunks if d not in index})
+    if len(missing) > 1:
+        # Several chunks in no known pack: most likely packs another process wrote since this one
+        # listed the index. One listing finds them, where asking for each as a loose object costs a request each.
+        objects.refresh_index()
+        index = {**index, **objects.locate_many(missing)}
+        missing = [d for d in missing if d not in index]
+    unplaced = [d for d in missing if not objects.has_object(d)]
     if not unplaced:
         return index
     objects.refresh_index()  # another process may have written packs since we looked

@@ -303,3 +303,22 @@ def test_a_writer_folds_many_index_files_once_the_store_has_tables(tmp_path: Pat
         assert len(list(store.backend.list("index/"))) <= 9
         assert store.repository.config.format == 2
     _check(url, {**first, **more})
+
+
+def test_a_long_lived_store_lists_the_index_once_for_another_writers_pack(tmp_path: Path) -> None:
+    url = str(tmp_path / "s")
+    with cas.open(url) as reader, cas.open(url) as writer:
+        reader.put(b"warm", "w")  # the reader has listed the index
+        data = os.urandom(8 << 20)
+        writer.put(data, "new")  # a pack the reader has not seen
+        calls: list[str] = []
+        backend = reader.backend
+        original = backend.exists
+
+        def exists(key: str) -> bool:
+            calls.append(key)
+            return original(key)
+
+        backend.exists = exists  # type: ignore[method-assign]
+        assert reader.get("new") == data
+        assert len(calls) < 5, calls  # not one per chunk (about 100 here)
