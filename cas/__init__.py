@@ -8,6 +8,7 @@ data = store.get("dataset")
 
 import importlib.metadata
 
+from cas.consolidate import ConsolidationReport
 from cas.errors import (
     AccessDeniedError,
     AmbiguousRefError,
@@ -100,6 +101,7 @@ __all__ = [
     "FileInfo",
     "FsckReport",
     "GcReport",
+    "ConsolidationReport",
     "IncompatibleArtifactError",
     "InputGoneError",
     "IntegrityError",

@@ -377,9 +377,10 @@ class _Deleter:
         self.report = report
         self.clock = clock
         self.start = start
-        # Grace 0 declares that nothing else writes: what was written in the marker's own second
-        # counts as old too (object stores date keys in whole seconds).
-        self.cutoff = start - report.grace if report.grace > 0 else start + 1.0
+        # Grace 0 declares that nothing else writes: on a storage that dates keys in whole seconds
+        # (object stores), what was written in the marker's own second counts as old too.
+        slack = 1.0 if report.grace == 0 and float(start).is_integer() else 0.0
+        self.cutoff = start - report.grace + slack
         # delete_if_old deletes at or before its cutoff; gc deletes only what is strictly older.
         self._inclusive = math.nextafter(self.cutoff, -math.inf)
         self.atomic = type(backend).delete_if_old is not Backend.delete_if_old
