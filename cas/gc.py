@@ -377,10 +377,11 @@ class _Deleter:
         self.report = report
         self.clock = clock
         self.start = start
-        # Grace 0 declares that nothing else writes: on a storage that dates keys in whole seconds
-        # (object stores), what was written in the marker's own second counts as old too.
-        slack = 1.0 if report.grace == 0 and float(start).is_integer() else 0.0
-        self.cutoff = start - report.grace + slack
+        # Grace 0 declares that nothing else writes: what carries the marker's own timestamp counts as
+        # old too (file systems date files in ticks of a few ms; object stores in whole seconds).
+        self.cutoff = start - report.grace
+        if report.grace == 0:
+            self.cutoff = start + 1.0 if float(start).is_integer() else math.nextafter(start, math.inf)
         # delete_if_old deletes at or before its cutoff; gc deletes only what is strictly older.
         self._inclusive = math.nextafter(self.cutoff, -math.inf)
         self.atomic = type(backend).delete_if_old is not Backend.delete_if_old
