@@ -83,7 +83,7 @@ def test_gc_on_s3_deletes_in_batches_with_ages_from_the_listing(
 def test_an_object_refreshed_after_the_listing_is_kept(local_store: cas.Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """The local disk sets each file aside before looking at its timestamp again: a writer's late refresh wins."""
     hashes = put_garbage(local_store, 20)
-    time.sleep(0.05)
+    time.sleep(0.6)  # older than the grace below (grace 0 would declare that nobody else writes)
     reused = object_key(bytes.fromhex(hashes[7]))
     real = cas.gc.listed_shards
 
@@ -94,7 +94,7 @@ def test_an_object_refreshed_after_the_listing_is_kept(local_store: cas.Store, m
             yield shard
 
     monkeypatch.setattr(cas.gc, "listed_shards", then_a_writer_reuses)
-    report = local_store.gc(grace=0)
+    report = local_store.gc(grace=0.5)
     assert report.removed["object"] == 39 and report.kept_young >= 1
     assert local_store.backend.exists(reused)
     assert not list((Path(local_store.url) / "tmp").glob("*/*"))  # nothing left set aside
