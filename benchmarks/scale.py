@@ -12,8 +12,8 @@ The generator writes packs of random 64-byte chunks with ``ObjectStore.write_pac
 chunked artifact ``chunked`` (4 MiB), ``small``, 50 runs of a step, and a
 mirror store (hard links) for the no-change push. Each store is made once and
 kept in ``CAS_SCALE_CACHE`` (default /tmp/cas-scale-cache), keyed by case and
-generator version; ``cas.consolidate.consolidate(repository)`` runs on it when
-that function exists (the merged chunk index).
+generator version and consolidation mode; ``cas.consolidate.consolidate(repository)``
+runs on it when that function exists (see ``consolidate_mode``).
 
 Measured per case, each in a new process: the first chunked get (and its
 peak RSS growth), the first chunked put (new data, unnamed), then in one
@@ -23,6 +23,7 @@ push, fsck and gc (each on a store opened for it).
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -85,22 +86,40 @@ def _scale_step(x: int) -> dict[str, int]:
 
 
 # -- generating -----------------------------------------------------------------------
-def consolidate_hook(store: Any) -> str:
-    """Merge the chunk index when the store can (the lead's cas.consolidate); what was done, for the notes."""
+def consolidate_mode() -> str:
+    """``CAS_SCALE_CONSOLIDATE``: ``index`` (default: every index file into tables, packs kept, so a case keeps
+    its pack count), ``auto`` (only what gc's thresholds would merge), ``packs`` (also merge small packs), ``0`` (none).
+    """
+    mode = os.environ.get("CAS_SCALE_CONSOLIDATE", "index")
+    return "none" if mode in ("0", "none") or consolidate_function() is None else mode
+
+
+def consolidate_function() -> Any:
+    """``cas.consolidate.consolidate`` once the merged chunk index has landed, else None."""
     try:
-        from cas import consolidate as module  # type: ignore[attr-defined]
+        from cas import consolidate as module  # type: ignore[attr-defined,unused-ignore]
     except ImportError:
-        return "none (cas.consolidate missing)"
-    fn = getattr(module, "consolidate", None)
-    if fn is None:
-        return "none (cas.consolidate.consolidate missing)"
-    fn(store.repository)  # CONSOLIDATE CALL SITE: the merged index tables, once they land
-    return "cas.consolidate.consolidate"
+        return None
+    return getattr(module, "consolidate", None)
+
+
+def consolidate_hook(store: Any) -> str:
+    """Consolidate the generated store as ``consolidate_mode()`` says; what was done, for the notes."""
+    mode = consolidate_mode()
+    if mode == "none":
+        return "none"
+    fn = consolidate_function()
+    wanted = {"force": mode != "auto", "merge_packs": mode == "packs"}
+    accepted = inspect.signature(fn).parameters
+    report = fn(store.repository, **{k: v for k, v in wanted.items() if k in accepted})  # CONSOLIDATE CALL SITE
+    return f"{mode}: {report}"
 
 
 def generate(case: Case, root: Path | None = None) -> Path:
     """The folder of the case's store (``store``) and mirror (``mirror``), generated unless cached."""
-    folder = (root or cache_root()) / f"v{GENERATOR_VERSION}-{case.key}"
+    mode = consolidate_mode()
+    suffix = "" if mode == "none" else f"-consolidated-{mode}"
+    folder = (root or cache_root()) / f"v{GENERATOR_VERSION}-{case.key}{suffix}"
     if (folder / "ready.json").exists():
         return folder
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
@@ -214,24 +233,34 @@ def child(op: str, folder: Path) -> dict[str, Any]:
             "step cache hit": lambda s: s.step(_scale_step)(0),
             "log first page": lambda s: list(s.log(limit=20)),
             "no-change push": lambda s: s.push(folder / "mirror"),
-            "fsck": lambda s: s.fsck(),
             "gc": lambda s: s.gc(),
+            "fsck": lambda s: s.fsck(),
         }
         for name, action in actions.items():
             with cas.open(store_dir) as store:
                 start = time.perf_counter()
                 action(store)
                 out[name] = time.perf_counter() - start
+            print(json.dumps(out), flush=True)  # what is done so far, for a parent that times out
     else:
         raise SystemExit(f"unknown operation {op!r}")
     return out
 
 
-def _run_child(op: str, folder: Path, timeout: float = 3600) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.scale", "child", op, str(folder)],
-        capture_output=True, text=True, timeout=timeout, cwd=Path(__file__).resolve().parent.parent,
-    )  # fmt: skip
+def _run_child(op: str, folder: Path) -> dict[str, Any]:
+    """Run one child; on timeout (``CAS_SCALE_OP_TIMEOUT`` seconds, default 3600) what it reported so far."""
+    timeout = float(os.environ.get("CAS_SCALE_OP_TIMEOUT", "3600"))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.scale", "child", op, str(folder)],
+            capture_output=True, text=True, timeout=timeout, cwd=Path(__file__).resolve().parent.parent,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        output = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        lines = output.strip().splitlines()
+        partial: dict[str, Any] = json.loads(lines[-1]) if lines else {}
+        partial["timed_out_after"] = timeout
+        return partial
     if done.returncode != 0:
         raise RuntimeError(f"scale child {op} failed: {done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -273,8 +302,12 @@ def scale(work: Path, size: int, repeats: int) -> list[Row]:
             values = s[key]
             rows.append(Row(f"scale {case.label}: {label}", median(values), unit, min(values), max(values),
                             notes=notes))  # fmt: skip
+        timed_out = ops[case].pop("timed_out_after", None)
         for name, seconds in ops[case].items():
             rows.append(Row(f"scale {case.label}: {name}", seconds, "s", seconds, seconds))
+        if timed_out is not None:
+            rows.append(Row(f"scale {case.label}: ops after {', '.join(ops[case]) or 'none'}: timed out",
+                            timed_out, "s", timed_out, timed_out, target="finishes", passed=False))  # fmt: skip
     rows += _ratio_rows(cases, samples)
     return rows
 

@@ -352,25 +352,34 @@ class ChunkTable:
         return [(raw[i : i + 32], int.from_bytes(raw[i + 32 : i + 40], "little")) for i in range(0, len(raw), PACK_ROW)]
 
     def entries_by_pack(self) -> dict[bytes, list[PackEntry]]:
-        """Every row as a PackEntry, grouped by pack (reads the whole table)."""
+        """Every row as a PackEntry, grouped by pack and sorted by offset (reads the whole table)."""
         np = numpy()
         rows = self.all_rows()
         packs = self.pack_list()
-        grouped: dict[bytes, list[PackEntry]] = {p: [] for p, _ in packs}
-        digests = rows.view(np.uint8).reshape(-1, ENTRY_ROW)[:, :32]
-        for i, (pack, codec, offset, stored, raw_size) in enumerate(
-            zip(
-                rows["pack"].tolist(),
-                rows["codec"].tolist(),
-                rows["offset"].tolist(),
-                rows["stored"].tolist(),
-                rows["raw_size"].tolist(),
-                strict=True,
-            )
+        if len(rows) and (
+            int(rows["pack"].max()) >= len(packs)
+            or not np.isin(rows["codec"], (0, 1)).all()
+            or int(rows["stored"].min()) < 16
         ):
-            if pack >= len(packs) or codec not in (0, 1) or stored < 16:
-                raise self._corrupt("a row is out of range")
-            grouped[packs[pack][0]].append(PackEntry(digests[i].tobytes(), offset, stored, raw_size, codec))
-        for entries in grouped.values():
-            entries.sort(key=lambda e: e.offset)
+            raise self._corrupt("a row is out of range")
+        rows = rows[np.lexsort((rows["offset"], rows["pack"]))]
+        digests = _digest_bytes(rows).tobytes()
+        made = [
+            PackEntry(digests[32 * i : 32 * i + 32], offset, stored, raw_size, codec)
+            for i, (offset, stored, raw_size, codec) in enumerate(
+                zip(
+                    rows["offset"].tolist(),
+                    rows["stored"].tolist(),
+                    rows["raw_size"].tolist(),
+                    rows["codec"].tolist(),
+                    strict=True,
+                )
+            )
+        ]
+        grouped: dict[bytes, list[PackEntry]] = {p: [] for p, _ in packs}
+        bounds = (
+            np.searchsorted(rows["pack"], np.arange(len(packs) + 1)).tolist() if len(rows) else [0] * (len(packs) + 1)
+        )
+        for ordinal, (pack_id, _) in enumerate(packs):
+            grouped[pack_id] = made[bounds[ordinal] : bounds[ordinal + 1]]
         return grouped

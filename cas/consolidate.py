@@ -78,17 +78,19 @@ def consolidate(
     force: bool = False,
     merge_packs: bool = True,
     live: set[bytes] | None = None,
+    packs: dict[bytes, list[PackEntry]] | None = None,
     progress: ProgressCallback | None = None,
 ) -> ConsolidationReport:
     """Merge small packs, then the chunk index; ``force`` also merges below the thresholds gc waits for.
 
     With ``live`` (what gc's roots reach), only packs holding nothing else are merged,
     so that unreachable chunks keep their age; without it every small pack is (all copied).
+    ``packs`` (pack id -> entries, as gc read them) saves reading every index again.
     """
     report = ConsolidationReport()
     present = repo.objects.existing_pack_ids()
     if merge_packs:
-        _merge_small_packs(repo, present, report, live, progress)
+        _merge_small_packs(repo, present, report, live, packs, progress)
         present = repo.objects.existing_pack_ids()
     _merge_index(repo, present, report, force=force, progress=progress)
     return report
@@ -197,13 +199,14 @@ def _merge_small_packs(
     present: set[bytes],
     report: ConsolidationReport,
     live: set[bytes] | None,
+    packs: dict[bytes, list[PackEntry]] | None,
     progress: ProgressCallback | None,
 ) -> None:
     """Copy the entries of packs under a quarter of the pack target into full-size packs, then remove them."""
     objects = repo.objects
     target = repo.backend.pack_target
     small: list[tuple[bytes, list[PackEntry]]] = []
-    for pack_id, entries in objects.pack_entries().items():
+    for pack_id, entries in (objects.pack_entries() if packs is None else packs).items():
         if pack_id in present and _entries_size(entries) < SMALL_PACK_SHARE * target:
             if live is None or all(e.digest in live for e in entries):
                 small.append((pack_id, entries))

@@ -394,8 +394,9 @@ def check(store: Repository, *, repair: bool = False, progress: ProgressCallback
                 backend.delete(index_key(pack_id))
                 report.repaired.append(f"removed the index of removed pack {short(pack_id)}")
     gone_set = set(gone_packs)
+    located = store.objects.locate_many(sorted(marks.chunks))  # in bulk: one pass over each table
     for d in sorted(marks.chunks):
-        loc = store.objects.locate(d)
+        loc = located.get(d)
         if (loc is None or loc.pack in gone_set) and not store.objects.has_object(d):
             if loc is None:
                 report.missing.append(f"chunk {short(d)}")

@@ -727,7 +727,7 @@ def collect(
             # Only packs every chunk of which the roots reach are merged: unreachable chunks stay
             # where they are, so their age still counts (a merge would make them young again).
             live = marks.chunks | marks.objects
-            report.consolidation = consolidate(store, force=repack, live=live, progress=progress)
+            report.consolidation = consolidate(store, force=repack, live=live, packs=packs, progress=progress)
     finally:
         clock.close()
     return report
