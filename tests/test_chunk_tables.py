@@ -289,7 +289,9 @@ def test_readers_in_other_processes_survive_consolidations(tmp_path: Path) -> No
     _check(url, values)
 
 
-def test_a_writer_folds_many_index_files_once_the_store_has_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_writer_folds_many_index_files_once_the_store_has_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import cas.objectstore
 
     monkeypatch.setattr(cas.objectstore, "AUTO_CONSOLIDATE", 8)
