@@ -35,8 +35,10 @@ if TYPE_CHECKING:
 
     from cas.repository import Repository
 
-#: gc folds the ``index/`` files into a table once there are this many (``repack``: always).
+#: gc folds the ``index/`` files into a table once there are this many, or they hold MIN_RECENT_ROWS
+#: rows (every reader reads them whole); ``repack``: always.
 MIN_RECENT = 16
+MIN_RECENT_ROWS = 1 << 16
 #: A table joins the merge when it has at most this many times the rows merged so far (git: 2).
 FACTOR = 2
 #: A table whose rows point at removed packs beyond this share of its packs is rewritten.
@@ -92,7 +94,8 @@ def consolidate(
     if merge_packs:
         _merge_small_packs(repo, present, report, live, packs, progress)
         present = repo.objects.existing_pack_ids()
-    _merge_index(repo, present, report, force=force, progress=progress)
+    # Packs just merged come with index files of many rows each: fold them into a table at once.
+    _merge_index(repo, present, report, force=force or report.packs_merged > 0, progress=progress)
     return report
 
 
@@ -135,7 +138,10 @@ def _merge_index(
             chosen.append(table)
             merged_rows += table.entry_count
     report.skipped = tuple(skipped)
-    if not chosen and (len(recent) < (1 if force else MIN_RECENT)):
+    recent_rows = sum(len(i.entries) for i in recent.values())
+    if not chosen and not recent:
+        return
+    if not chosen and not force and len(recent) < MIN_RECENT and recent_rows < MIN_RECENT_ROWS:
         return
     if len(chosen) == 1 and not recent and not force:
         stale_only = chosen[0]

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import overload
 
 from cas import codec
 from cas.backends.base import Backend, Buffer, Sink
@@ -57,6 +58,10 @@ _SINGLE_LOOKUPS = 16
 _CACHED_ROWS = 1 << 18
 #: A writer folds the index files into a table once a listing finds more than this many.
 AUTO_CONSOLIDATE = 1000
+#: ... or once the index files hold this many rows (every reader reads them whole).
+AUTO_CONSOLIDATE_ROWS = 1 << 18
+# The longest pack index a lookup caches whole (a 64 MiB pack of 48 KiB chunks: about 60 KiB).
+_CACHED_INDEX = 256 << 10
 # How much of a pack's end a trailer read takes at once (most indexes fit: one request).
 _TRAILER_READ = 64 << 10
 #: How far a tree read from this store may re-use its own chunks, by default (see cas.trees.check_expansion):
@@ -406,12 +411,14 @@ class ObjectStore:
                 self._pack_cache.move_to_end(pack_id)
                 return
         try:
-            index = self.read_pack_index(pack_id)
+            index = self.read_pack_trailer(pack_id, max_length=_CACHED_INDEX)
         except ObjectNotFoundError:
             self._gone.add(pack_id)
             return
         except CasError:
             return  # the table's row still locates the chunk, and its read is verified
+        if index is None:
+            return  # an index of many small objects: lookups in the table serve them better
         with self._index_lock:
             self._pack_cache[pack_id] = [e.digest for e in index.entries]
             for e in index.entries:
@@ -472,7 +479,8 @@ class ObjectStore:
             if self._open_tables(tables):
                 break
         self._index_ready = True
-        if self.on_many_recent is not None and len(self._loaded_indexes) > AUTO_CONSOLIDATE and self._written:
+        many = len(self._loaded_indexes) > AUTO_CONSOLIDATE or len(self._recent) > AUTO_CONSOLIDATE_ROWS
+        if self.on_many_recent is not None and many and self._written:
             hook, self.on_many_recent = self.on_many_recent, None  # once at a time (it lists again itself)
             try:
                 hook()
@@ -529,9 +537,15 @@ class ObjectStore:
             except (IntegrityError, ObjectNotFoundError):
                 raise first from None
 
-    def read_pack_trailer(self, pack_id: bytes) -> PackIndex:
+    @overload
+    def read_pack_trailer(self, pack_id: bytes) -> PackIndex: ...
+    @overload
+    def read_pack_trailer(self, pack_id: bytes, *, max_length: int) -> PackIndex | None: ...
+
+    def read_pack_trailer(self, pack_id: bytes, *, max_length: int | None = None) -> PackIndex | None:
         """The index that ends a pack, read from its trailer and checked: magic, length and hash (the pack id).
 
+        With ``max_length``, None for an index longer than that (nothing more is read).
         Raises ObjectNotFoundError for a missing pack, CorruptObjectError or IntegrityError for a bad trailer.
         """
         key = pack_key(pack_id)
@@ -543,6 +557,8 @@ class ObjectStore:
                 length = int.from_bytes(tail[-12:-8], "little")
                 if len(tail) < 12 or tail[-8:] != PACK_TRAILER_MAGIC or length > size - 12:
                     raise CorruptObjectError(f"pack {short(pack_id)} has no valid trailer", key=key)
+                if max_length is not None and length > max_length:
+                    return None
                 if length + 12 <= len(tail):
                     raw = tail[len(tail) - 12 - length : len(tail) - 12]
                 else:
