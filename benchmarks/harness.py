@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import pickle
 import resource
 import shutil
 import statistics
@@ -175,3 +176,14 @@ def print_table(rows: list[Row]) -> None:
             f"{r.workload:44} {r.value:>7.3g} {r.unit:<3}{r.low:>8.3g}..{r.high:<8.3g} {ref[:26]:>26} "
             f"{ratio:>7} {r.target + flag:>9} {stored:>12}"
         )
+
+
+def pickle_dump(value: Any, path: Path) -> None:
+    """The plain-pickle reference side: one file per value."""
+    with open(path, "wb") as f:
+        pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def pickle_load(path: Path) -> Any:
+    with open(path, "rb") as f:
+        return pickle.load(f)  # noqa: S301  (our own file)

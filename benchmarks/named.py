@@ -11,7 +11,6 @@ and ``cas log`` of a name with 1,000 versions, with the requests they send.
 
 from __future__ import annotations
 
-import pickle
 import time
 import uuid
 from collections import Counter
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import cas
-from benchmarks.harness import Row, median, remove
+from benchmarks.harness import Row, median, pickle_dump, pickle_load, remove
 from cas import history
 from cas.keys import names_key, version_key
 from cas.objects import RefRecord
@@ -66,18 +65,8 @@ def _file_side(folder: Path, values: list[dict[str, Any]], prefix: str, dump: An
     return rates
 
 
-def _pickle_dump(value: Any, path: Path) -> None:
-    with open(path, "wb") as f:
-        pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _pickle_load(path: Path) -> Any:
-    with open(path, "rb") as f:
-        return pickle.load(f)  # noqa: S301  (our own file)
-
-
 def _sides() -> dict[str, tuple[Any, Any]]:
-    sides: dict[str, tuple[Any, Any]] = {"pickle files": (_pickle_dump, _pickle_load)}
+    sides: dict[str, tuple[Any, Any]] = {"pickle files": (pickle_dump, pickle_load)}
     try:
         import joblib
     except ImportError:  # pip install joblib

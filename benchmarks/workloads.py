@@ -21,7 +21,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import pickle
 import shutil
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from typing import Any
 import numpy as np
 
 import cas
-from benchmarks.harness import Row, median, remove, throughput_row, tree_size
+from benchmarks.harness import Row, median, pickle_dump, pickle_load, remove, throughput_row, tree_size
 
 MAX_SIZE = 256 << 20
 GIB = 1 << 30
@@ -52,16 +51,6 @@ def _joblib() -> Any:
     return joblib
 
 
-def _pickle_dump(value: Any, path: Path) -> None:
-    with open(path, "wb") as f:
-        pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _pickle_load(path: Path) -> Any:
-    with open(path, "rb") as f:
-        return pickle.load(f)
-
-
 def _cas_put(value: Any, path: Path) -> None:
     with cas.open(path) as store:
         store.put(value, "array")
@@ -77,7 +66,7 @@ def _savers(arr: np.ndarray) -> dict[str, _Save]:
     sides: dict[str, _Save] = {
         "cas": lambda folder: _cas_put(arr, folder / "store"),
         "np.save": lambda folder: np.save(folder / "a.npy", arr),
-        "pickle": lambda folder: _pickle_dump(arr, folder / "a.pkl"),
+        "pickle": lambda folder: pickle_dump(arr, folder / "a.pkl"),
     }
     joblib = _joblib()
     if joblib is not None:
@@ -89,7 +78,7 @@ def _loaders() -> dict[str, Callable[[Path], Any]]:
     loaders: dict[str, Callable[[Path], Any]] = {
         "cas": lambda folder: _cas_get(folder / "store"),
         "np.save": lambda folder: np.load(folder / "a.npy"),
-        "pickle": lambda folder: _pickle_load(folder / "a.pkl"),
+        "pickle": lambda folder: pickle_load(folder / "a.pkl"),
     }
     joblib = _joblib()
     if joblib is not None:

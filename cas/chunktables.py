@@ -97,23 +97,23 @@ def build(packs: dict[bytes, tuple[int, Sequence[PackEntry]]]) -> bytes:
     """The bytes of a table over ``packs`` (pack id -> (pack size, entries)); a digest in two packs is kept once."""
     np = numpy()
     pack_ids = sorted(packs)
-    total = sum(len(entries) for _, entries in packs.values())
-    rows = np.zeros(total, dtype=entry_dtype())
-    at = 0
-    for ordinal, pack_id in enumerate(pack_ids):
-        entries = packs[pack_id][1]
-        n = len(entries)
-        if not n:
-            continue
-        part = rows[at : at + n]
-        part["digest"] = [e.digest for e in entries]
-        part["pack"] = ordinal
-        part["codec"] = [e.codec for e in entries]
-        part["offset"] = [e.offset for e in entries]
-        part["stored"] = [e.stored for e in entries]
-        part["raw_size"] = [e.raw_size for e in entries]
-        at += n
+    parts = [rows_of(packs[pack_id][1], ordinal) for ordinal, pack_id in enumerate(pack_ids)]
+    rows = np.concatenate(parts) if parts else np.zeros(0, dtype=entry_dtype())
     return build_from_rows(rows, [(p, packs[p][0]) for p in pack_ids])
+
+
+def rows_of(entries: Sequence[PackEntry], ordinal: int) -> np.ndarray:
+    """Table rows (entry_dtype()) for one pack's entries, the pack being number ``ordinal`` of the table."""
+    np = numpy()
+    rows = np.zeros(len(entries), dtype=entry_dtype())
+    if entries:
+        rows["digest"] = [e.digest for e in entries]
+        rows["pack"] = ordinal
+        rows["codec"] = [e.codec for e in entries]
+        rows["offset"] = [e.offset for e in entries]
+        rows["stored"] = [e.stored for e in entries]
+        rows["raw_size"] = [e.raw_size for e in entries]
+    return rows
 
 
 def build_from_rows(rows: np.ndarray, packs: Sequence[tuple[bytes, int]]) -> bytes:

@@ -31,8 +31,6 @@ from cas.objectstore import backend_errors, pack_trailer, verify_packed
 from cas.progress import Phase, ProgressCallback
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from cas.repository import Repository
 
 #: gc folds the ``index/`` files into a table once there are this many, or they hold MIN_RECENT_ROWS
@@ -169,7 +167,7 @@ def _merge_index(
             parts.append(rows)
             bar.advance()
         for pack_id, index in recent.items():
-            parts.append(_rows_of(index.entries, ordinal[pack_id]))
+            parts.append(chunktables.rows_of(index.entries, ordinal[pack_id]))
             bar.advance()
         rows = np.concatenate(parts) if parts else np.zeros(0, chunktables.entry_dtype())
         data = chunktables.build_from_rows(rows, [(p, sizes[p]) for p in order])
@@ -185,19 +183,6 @@ def _merge_index(
     report.tables_merged += len([t for t in chosen if t.id != table_id])
     report.rows = chunktables.HEADER.unpack(data[: chunktables.HEADER.size])[4]
     objects.refresh_index()
-
-
-def _rows_of(entries: tuple[PackEntry, ...] | list[PackEntry], ordinal: int) -> np.ndarray:
-    np = chunktables.numpy()
-    rows = np.zeros(len(entries), dtype=chunktables.entry_dtype())
-    if entries:
-        rows["digest"] = [e.digest for e in entries]
-        rows["pack"] = ordinal
-        rows["codec"] = [e.codec for e in entries]
-        rows["offset"] = [e.offset for e in entries]
-        rows["stored"] = [e.stored for e in entries]
-        rows["raw_size"] = [e.raw_size for e in entries]
-    return rows
 
 
 def _merge_small_packs(
