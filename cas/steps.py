@@ -210,10 +210,16 @@ def _plain(value: Any, depth: int) -> bool:
 
 
 def cache_key(step: str, code: bytes, params: dict[str, Any], inputs: dict[str, bytes], salt: str | None) -> bytes:
-    """The key under which a completed run of this exact call is found again."""
+    """The key under which a completed run of this exact call is found again.
+
+    An argument in both ``params`` and ``inputs`` (a plain value that an
+    earlier step output) is keyed by its value alone: the same call has the
+    same key in a process that does not know where the value came from.
+    """
+    keyed = {arg: h for arg, h in inputs.items() if arg not in params}
     return digest(
         canonical.encode(
-            {"step": step, "code": code, "params": params, "inputs": inputs, "salt": salt, "scheme": "cas-step-1"}
+            {"step": step, "code": code, "params": params, "inputs": keyed, "salt": salt, "scheme": "cas-step-1"}
         )
     )
 
@@ -406,10 +412,12 @@ class Step:
                 continue
             known = store.provenance.lookup(value)
             same = store.provenance.unchanged(value) if known is not None else None
+            if is_parameter(value):
+                params[arg] = value  # keyed by its value, wherever it came from (it may have crossed workers)
+                if known is None:
+                    continue
             if same is not None:
-                inputs[arg] = same
-            elif known is None and is_parameter(value):
-                params[arg] = value
+                inputs[arg] = same  # (a plain value also in params: a lineage edge, left out of the key)
             else:
                 inputs[arg] = self._store_input(store, arg, value)
                 stored.add(inputs[arg])

@@ -306,3 +306,37 @@ def test_inputs_a_step_just_stored_cost_no_refresh(tmp_path: Path) -> None:
             time.sleep(0.1)
         guard.check()
         assert calls == []
+
+
+# -- item 8: a value keeps its cache key when it crosses to another worker -----------------------
+def _count(n: int) -> int:
+    return n + 1
+
+
+def _describe(config: dict[str, Any]) -> str:
+    return ",".join(sorted(config))
+
+
+def _settings(n: int) -> dict[str, Any]:
+    return {"depth": n, "name": "forest"}
+
+
+@pytest.mark.parametrize(
+    ("make", "use", "arg"),
+    [(_count, _count, 10**9), (_settings, _describe, 3), (np.arange, _total, 6.0)],
+    ids=["int", "dict", "array"],
+)
+def test_a_value_that_crossed_to_another_worker_gives_the_same_cache_key(
+    tmp_path: Path, make: Any, use: Any, arg: Any
+) -> None:
+    with cas.open(tmp_path / "s") as store:
+        first, second = store.step(make, name="make"), store.step(use, name="use")
+        value = first(arg)
+        _, here = second.call(value)  # the value this process made: known by provenance
+        travelled = pickle.loads(pickle.dumps(value))  # what a Dask or Ray worker receives
+        assert travelled is not value
+        _, there = second.call(travelled)
+        assert there.status == "cached" and there.cache_key == here.cache_key
+        producer = store.log(step="make")[0]
+        assert here.parents == (producer.hash,)  # the lineage edge where the value was known
+        assert producer.outputs["output"] in here.inputs.values()
