@@ -299,32 +299,53 @@ def show(state: _Context, ref: str, as_json: bool) -> None:
         state.say(f"made by   {producer}")
 
 
+#: Entries ``cas log`` shows unless told otherwise (``-n``, ``--all``).
+LOG_PAGE = 20
+
+
 @main.command()
 @click.argument("name", required=False)
 @click.option("--step", "-s", help="Only runs of this step.")
-@click.option("-n", "limit", type=int, help="At most N entries.")
+@click.option("-n", "limit", type=click.IntRange(min=0), help=f"At most N entries (default {LOG_PAGE}).")
+@click.option("--skip", type=click.IntRange(min=0), default=0, help="Skip the N newest entries (the next page).")
+@click.option("--all", "show_all", is_flag=True, help="Every entry (reads them all: slow on an object store).")
 @click.option("--oneline", is_flag=True, help="One short line per entry.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
-def log(state: _Context, name: str | None, step: str | None, limit: int | None, oneline: bool, as_json: bool) -> None:
-    """Runs, newest first; with NAME, the versions of that artifact and their runs."""
+def log(
+    state: _Context,
+    name: str | None,
+    step: str | None,
+    limit: int | None,
+    skip: int,
+    show_all: bool,
+    oneline: bool,
+    as_json: bool,
+) -> None:
+    """Runs, newest first; with NAME, the versions of that artifact and their runs. A page at a time."""
+    if show_all and limit is not None:
+        raise click.UsageError("-n and --all do not go together")
     store = state.store()
+    page = None if show_all else (LOG_PAGE if limit is None else limit)
+    wanted = None if page is None else page + 1  # one more tells whether there is a next page
+    entries: Any
     if name is None:
-        runs = store.log(step=step, limit=limit)
-        _warn_skipped(state, runs.skipped)
-        if as_json:
-            _dump([_run_json(r) for r in runs])
-            return
-        for r in runs:
-            state.say(f"{r.short} {r.step} {'cache hit' if r.status == 'cached' else r.status}" if oneline else str(r))
-        return
-    versions = store.history(name, step=step, limit=limit)
-    _warn_skipped(state, versions.skipped)
+        entries = store.log(step=step, limit=wanted, offset=skip)
+    else:
+        entries = store.history(name, step=step, limit=wanted, offset=skip)
+    _warn_skipped(state, entries.skipped)
+    more = page is not None and len(entries) > page
+    shown = list(entries)[:page]
     if as_json:
-        _dump([_version_json(v) for v in versions])
-        return
-    for v in versions:
-        state.say(f"{v.ref.short} {v.ref}" if oneline else str(v))
+        _dump([_run_json(e) if name is None else _version_json(e) for e in shown])
+    elif name is None:
+        for r in shown:
+            state.say(f"{r.short} {r.step} {'cache hit' if r.status == 'cached' else r.status}" if oneline else str(r))
+    else:
+        for v in shown:
+            state.say(f"{v.ref.short} {v.ref}" if oneline else str(v))
+    if more:
+        state.warn(f"cas: more entries: --skip {skip + len(shown)} for the next page, --all for every one")
 
 
 def _warn_skipped(state: _Context, skipped: list[str]) -> None:

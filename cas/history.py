@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -181,12 +182,18 @@ def cached_run(repo: Repository, cache_key: bytes, *, expires_after: float | tim
 
 
 # -- reading runs -------------------------------------------------------------
-def runs(repo: Repository, *, step: str | None = None, skipped: list[str] | None = None) -> Iterator[Run]:
-    """Every run, newest first; ``step`` filters by step name (full or last part).
+def runs(
+    repo: Repository, *, step: str | None = None, skipped: list[str] | None = None, skip: int = 0
+) -> Iterator[Run]:
+    """Every run, newest first; ``step`` filters by step name (full or last part); ``skip`` passes over that many.
 
     An unreadable run is left out (one line about it goes to ``skipped``, if given).
+    Without ``step`` the runs skipped are not read.
     """
-    for run_hash in repo.run_index.newest():
+    hashes = repo.run_index.newest()
+    if step is None:
+        hashes, skip = itertools.islice(hashes, skip, None), 0
+    for run_hash in hashes:
         try:
             run = repo.run(run_hash)
         except CasError as exc:
@@ -194,17 +201,23 @@ def runs(repo: Repository, *, step: str | None = None, skipped: list[str] | None
                 skipped.append(f"run {short(run_hash)}: {exc}")
             continue
         if step is None or run.step == step or run.step.rsplit(".", 1)[-1] == step:
+            if skip:
+                skip -= 1
+                continue
             yield run
 
 
-def log(repo: Repository, *, step: str | None = None, limit: int | None = None) -> LogEntries[Run]:
+def log(repo: Repository, *, step: str | None = None, limit: int | None = None, offset: int = 0) -> LogEntries[Run]:
     """Runs, newest first, as git log; ``step`` filters by step name (full or last part), ``limit`` caps the count.
 
-    Unreadable runs are left out and listed in the result's ``skipped``.
+    ``offset`` skips that many runs (after the ``step`` filter). Unreadable
+    runs are left out and listed in the result's ``skipped``.
+    Raises InvalidArgumentError.
     """
+    _check_page(offset, limit)
     skipped: list[str] = []
     found: LogEntries[Run] = LogEntries()
-    for run in runs(repo, step=step, skipped=skipped):
+    for run in runs(repo, step=step, skipped=skipped, skip=offset):
         if limit is not None and len(found) >= limit:
             break
         found.append(run)
@@ -309,14 +322,21 @@ def names_page(repo: Repository, *, offset: int = 0, limit: int | None = None) -
     """
     _check_page(offset, limit)
     labelled: set[str] = set()
-    scanned = repo.refs.scan(labelled)
-    page = list(scanned.items())[offset : None if limit is None else offset + limit]
     indexed: dict[tuple[str, int], bytes] = {}
-    if not repo.backend.cheap_exists and len(page) > READ_THREADS:
+    if repo.backend.cheap_exists or (limit is not None and limit <= READ_THREADS):
+        scanned = repo.refs.scan(labelled)
+    else:
         # On an object store a page of many names reads the reverse index (a few
-        # listings) rather than one version file per name; a name with labels, or
-        # a version the index lacks, is still read (the label is in its file).
-        indexed = repo.refs.indexed_targets()
+        # listings, made while refs/ is listed) rather than one version file per
+        # name; a name with labels, or a version the index lacks, is still read
+        # (the label is in its file).
+        with ThreadPoolExecutor(1) as pool:
+            index_listing = pool.submit(repo.refs.indexed_targets)
+            scanned = repo.refs.scan(labelled)
+            indexed = index_listing.result()
+    page = list(scanned.items())[offset : None if limit is None else offset + limit]
+    if len(page) <= READ_THREADS:
+        indexed = {}
     unread = [(name, live[-1]) for name, live in page if name in labelled or (name, live[-1]) not in indexed]
     records = dict(zip(unread, repo.refs.read_versions(unread), strict=True))
     entries: LogEntries[NameEntry] = LogEntries()

@@ -386,18 +386,22 @@ class Store:
     runs.__doc__ = history_mod.runs.__doc__
 
     @overload
-    def log(self, name: None = None, *, step: str | None = None, limit: int | None = None) -> LogEntries[Run]: ...
+    def log(
+        self, name: None = None, *, step: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> LogEntries[Run]: ...
 
     @overload
-    def log(self, name: str, *, step: str | None = None, limit: int | None = None) -> LogEntries[VersionLog]: ...
+    def log(
+        self, name: str, *, step: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> LogEntries[VersionLog]: ...
 
     def log(
-        self, name: str | None = None, *, step: str | None = None, limit: int | None = None
+        self, name: str | None = None, *, step: str | None = None, limit: int | None = None, offset: int = 0
     ) -> LogEntries[Run] | LogEntries[VersionLog]:
         """Runs, newest first, as git log; ``step`` filters by step name (full or last part), ``limit`` caps the count.
 
-        Unreadable runs are left out and listed in the result's ``skipped``.
-        ``log(name)`` is deprecated (DeprecationWarning; removed in cas 0.3): use ``history(name)``.
+        ``offset`` skips that many (after the filter). Unreadable runs are left
+        out and listed in the result's ``skipped``. ``log(name)`` is deprecated (DeprecationWarning; removed in cas 0.3): use ``history(name)``.
         """
         if name is not None:
             warnings.warn(
@@ -406,11 +410,13 @@ class Store:
                 DeprecationWarning,
                 stacklevel=2,
             )
-            return self.history(name, step=step, limit=limit)
-        return history_mod.log(self.repository, step=step, limit=limit)
+            return self.history(name, step=step, limit=limit, offset=offset)
+        return history_mod.log(self.repository, step=step, limit=limit, offset=offset)
 
-    def history(self, name: str, *, step: str | None = None, limit: int | None = None) -> LogEntries[VersionLog]:
-        return history_mod.version_history(self.repository, name, step=step, limit=limit)
+    def history(
+        self, name: str, *, step: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> LogEntries[VersionLog]:
+        return history_mod.version_history(self.repository, name, step=step, limit=limit, offset=offset)
 
     history.__doc__ = history_mod.version_history.__doc__
 

@@ -145,9 +145,12 @@ def create_app(store: cas.Store, *, hosts: Iterable[str] | None = None) -> Flask
     @app.route("/names/<path:name>")
     def name_versions(name: str) -> str:
         check_name(name)
-        versions = view.history(name)
-        if not versions and not versions.skipped:
+        page = _page()
+        versions = view.history(name, limit=PAGE + 1, offset=page * PAGE)  # a page: one more says there is a next
+        if not versions and not versions.skipped and page == 0:
             abort(404)
+        more = len(versions) > PAGE
+        del versions[PAGE:]
         skipped = list(versions.skipped)
         tags, labels = {}, {}
         try:
@@ -155,7 +158,7 @@ def create_app(store: cas.Store, *, hosts: Iterable[str] | None = None) -> Flask
         except CasError as exc:
             skipped.append(f"tags and labels of {name}: {exc}")
         return render_template("name.html", name=name, versions=versions, tags=tags, labels=labels,
-                               notices=_notices(skipped))  # fmt: skip
+                               page=page, more=more, notices=_notices(skipped))  # fmt: skip
 
     @app.route("/artifact/<hex_hash>")
     def artifact(hex_hash: str) -> str:
