@@ -22,10 +22,10 @@ from rich.table import Table
 
 import cas
 from cas.backends.base import DEADLINE_VARIABLE, TIMEOUT_VARIABLE, Timeouts
+from cas.config import CONFIG_KEY
 from cas.destination import unsafe_file_name
 from cas.hashing import short
 from cas.progress import ProgressCallback, ProgressEvent
-from cas.remoting import clone_state, open_remote
 from cas.store import _discover
 from cas.strays import remove_stray
 
@@ -601,13 +601,9 @@ def clone(state: _Context, url: str, path: Path | None, trust_cache: bool) -> No
     """
     reports: list[cas.TransferReport] = []
     target = path if path is not None else Path(".cas")
+    done = "completed the clone of" if (target / CONFIG_KEY).exists() else "cloned"
     with state.progress() as progress:
-        try:
-            cloned = cas.clone(url, target, trust_cache=trust_cache, on_report=reports.append, progress=progress)
-            done = "cloned"
-        except cas.StoreExistsError:
-            cloned = _resume_clone(url, target, trust_cache, reports, progress)
-            done = "completed the clone of"
+        cloned = cas.clone(url, target, trust_cache=trust_cache, on_report=reports.append, progress=progress)
     with cloned as store:
         state.say(f"{done} {url} into {store.url}: {sum(1 for _ in store.names())} names, {len(store.log())} runs")
     skipped = [s for r in reports for s in r.skipped]
@@ -615,30 +611,6 @@ def clone(state: _Context, url: str, path: Path | None, trust_cache: bool) -> No
         state.say(f"  skipped {s}")
     if skipped:
         sys.exit(1)
-
-
-def _resume_clone(
-    url: str, target: Path, trust_cache: bool, reports: list[cas.TransferReport], progress: ProgressCallback | None
-) -> cas.Store:
-    """Complete an interrupted clone of ``url`` at ``target`` (a pull from its origin); refuse any other store."""
-    store = cas.open(target, create=False)
-    try:
-        source = open_remote(url, like=None)
-        try:
-            state = clone_state(source, url, store.repository)
-        finally:
-            source.close()
-        if state == "other":
-            raise cas.StoreExistsError(
-                f"{target} already holds a store that is not a clone of {url}: pull into it, or clone elsewhere"
-            )
-        if state == "unnamed" or (trust_cache and not store.remotes.get("origin").trust_cache):
-            store.remotes.add("origin", url, trust_cache=trust_cache)
-        reports.append(store.pull("origin", progress=progress))
-    except BaseException:
-        store.close()
-        raise
-    return store
 
 
 @main.command()

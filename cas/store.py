@@ -22,11 +22,11 @@ from cas.backends import Backend
 from cas.config import CONFIG_KEY, StoreConfig
 from cas.errors import (
     ArgumentTypeError,
-    CasError,
     InvalidArgumentError,
     InvalidNameError,
     ObjectNotFoundError,
     RefNotFoundError,
+    StoreExistsError,
     check_argument_type,
 )
 from cas.fsck import FsckReport
@@ -652,9 +652,11 @@ def clone(
     log and lineage only). ``on_report`` receives the pull's TransferReport
     (what was copied, and what was skipped and why).
     ``progress`` receives the pull's progress events (cas.progress; default: none).
+    Run again after an interruption (same ``url`` and ``path``), it completes
+    the clone: what is missing is pulled from ``origin``.
     Raises StoreNotFoundError if there is no store at ``url``, StoreExistsError
-    if ``path`` already holds one, InvalidConfigError if ``url``'s config is
-    out of range.
+    if ``path`` already holds a store that is not a clone of ``url``,
+    InvalidConfigError if ``url``'s config is out of range.
     """
     check_argument_type(url, (str, os.PathLike), "url")
     check_argument_type(path, (str, os.PathLike, type(None)), "path")
@@ -662,12 +664,23 @@ def clone(
     source = open_remote(text, like=None)
     try:
         target_url = os.fspath(path) if path is not None else str(Path.cwd() / ".cas")
-        remoting.create_like(source, target_url)
+        try:
+            remoting.create_like(source, target_url)
+            resumed = False
+        except StoreExistsError:
+            resumed = True  # an interrupted clone of this source, or refused below
         store = open(target_url, create=False, **options)
         try:
-            store.remotes.add("origin", text, trust_cache=trust_cache)
+            state = remoting.clone_state(source, text, store.repository) if resumed else "unnamed"
+            if state == "other":
+                raise StoreExistsError(
+                    f"{target_url} already holds a store that is not a clone of {text}: pull into it, or clone "
+                    "elsewhere"
+                )
+            if state == "unnamed" or (trust_cache and not store.remotes.get("origin").trust_cache):
+                store.remotes.add("origin", text, trust_cache=trust_cache)
             report = transfer(source, store.repository, None, action="pull", progress=progress, cache=trust_cache)
-        except CasError:
+        except BaseException:
             store.close()
             raise
         if on_report is not None:

@@ -101,3 +101,17 @@ def test_a_killed_clone_completes_when_run_again(tmp_path: Path) -> None:
     code, output = _clone(str(tmp_path / "src"), str(target))
     assert code == 0, output
     _check(target, values)
+
+
+def test_the_library_clone_completes_an_interrupted_clone_too(tmp_path: Path) -> None:
+    values = _source(tmp_path / "src")
+    cas.clone(tmp_path / "src", tmp_path / "copy").close()
+    shutil.rmtree(tmp_path / "copy" / "refs")  # interrupted before its refs
+    shutil.rmtree(tmp_path / "copy" / "names")
+    reports: list[cas.TransferReport] = []
+    cas.clone(str(tmp_path / "src"), tmp_path / "copy", on_report=reports.append).close()
+    assert reports and not reports[0].skipped
+    _check(tmp_path / "copy", values)
+    _source(tmp_path / "other", artifacts=1)
+    with pytest.raises(cas.StoreExistsError, match="not a clone of"):
+        cas.clone(tmp_path / "other", tmp_path / "copy")

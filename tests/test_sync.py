@@ -260,8 +260,12 @@ def test_clone_copies_settings_history_and_names_origin(tmp_path: Path, remote_u
         assert copy.get("alpha@1") == payloads["alpha"]
         assert copy.remotes.get().url == remote_url
         assert copy.config.chunking == there.config.chunking
-    with pytest.raises(cas.RefExistsError):
-        cas.clone(remote_url, tmp_path / "copy")
+    with cas.clone(remote_url, tmp_path / "copy") as again:  # run again: a clone completes itself (a pull)
+        assert again.get("alpha@1") == payloads["alpha"]
+    with cas.open(tmp_path / "another") as another:
+        another.put(b"its own", "own")
+    with pytest.raises(cas.RefExistsError):  # (StoreExistsError) a store that is no clone of it
+        cas.clone(remote_url, tmp_path / "another")
     with pytest.raises(cas.StoreNotFoundError):
         cas.clone(str(tmp_path / "nothing-here"), tmp_path / "copy2")
 
