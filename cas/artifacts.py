@@ -85,17 +85,19 @@ _decoded: weakref.WeakKeyDictionary[Repository, _Decoded] = weakref.WeakKeyDicti
 _decoded_lock = threading.Lock()
 
 
-def _cached(repo: Repository, digest: bytes) -> Artifact | Tree | None:
+def _cached(repo: Repository, digest: bytes, *, reachable: bool = False) -> Artifact | Tree | None:
     """What this process decoded of ``digest`` before, if the store still holds it.
 
     Only where asking is cheap (a local disk: a stat or an index lookup); on an
     object store the question costs a request, as the read does, so it reads.
+    ``reachable``: the object was reached through a ref found live just now,
+    so gc keeps it and it is not asked for (the bytes were verified when read).
     """
     if not repo.backend.cheap_exists:
         return None
     found = _cache(repo).get(digest)
-    if found is None:
-        return None
+    if found is None or reachable:
+        return found
     # (loose first: artifacts and trees of plain puts are loose, a stat; then the pack index)
     return found if repo.objects.has_object(digest) or repo.objects.knows_chunk(digest) else None
 
@@ -183,10 +185,13 @@ def _prefix_match(repo: Repository, prefix: str) -> bytes | None:
     return None
 
 
-def artifact(repo: Repository, ref: Ref) -> Artifact:
-    """The artifact object ``ref`` names; ObjectNotFoundError if absent, WrongObjectKindError if another kind."""
+def artifact(repo: Repository, ref: Ref, *, reachable: bool = False) -> Artifact:
+    """The artifact object ``ref`` names; ObjectNotFoundError if absent, WrongObjectKindError if another kind.
+
+    ``reachable``: ``ref`` was resolved from a live ref just now (see ``_cached``).
+    """
     d = from_hex(ref.hash)
-    cached = _cached(repo, d)
+    cached = _cached(repo, d, reachable=reachable)
     if isinstance(cached, Artifact):
         return cached
     raw = repo.objects.get_object(d)
@@ -202,9 +207,9 @@ def artifact(repo: Repository, ref: Ref) -> Artifact:
         raise WrongObjectKindError(f"{short(d)} is a {kind}, not an artifact") from None
 
 
-def tree(repo: Repository, art: Artifact) -> Tree:
-    """An artifact's tree, checked against the size the artifact declares."""
-    found = _cached(repo, art.tree)
+def tree(repo: Repository, art: Artifact, *, reachable: bool = False) -> Tree:
+    """An artifact's tree, checked against the size the artifact declares (``reachable``: see ``artifact``)."""
+    found = _cached(repo, art.tree, reachable=reachable)
     if not isinstance(found, Tree):
         raw = repo.objects.get_object(art.tree)
         found = Tree.from_bytes(raw, key=f"tree {short(art.tree)}")

@@ -88,6 +88,10 @@ def pipeline(name: str) -> Iterator[dict[str, Any]]:
         _pipeline.reset(token)
 
 
+#: Types whose objects take no weak reference (found out once each).
+_NO_WEAKREF: set[type] = set()
+
+
 class Provenance:
     """Remembers which artifact objects in memory were loaded from or stored as.
 
@@ -106,12 +110,15 @@ class Provenance:
         self._entries: dict[int, tuple[Any, bytes, bytes | None]] = {}
 
     def remember(self, obj: Any, artifact: bytes) -> None:
-        try:
-            ref: Any = weakref.ref(obj)
-        except TypeError:
-            if sys.getsizeof(obj) > (1 << 20):
-                return  # too big to keep alive just for this
-            ref = obj
+        t = type(obj)
+        ref: Any = obj
+        if t not in _NO_WEAKREF:
+            try:
+                ref = weakref.ref(obj)
+            except TypeError:
+                _NO_WEAKREF.add(t)  # (dict, list, int, ...: asked once per type, an exception is slow)
+        if ref is obj and sys.getsizeof(obj) > (1 << 20):
+            return  # too big to keep alive just for this
         if len(self._entries) >= self._MAX:
             self._entries.pop(next(iter(self._entries)))
         self._entries[id(obj)] = (ref, artifact, None if unchangeable(obj) else fingerprint(obj))

@@ -145,9 +145,11 @@ def load_value(
     IncompatibleArtifactError (LoadError when the bytes are intact but this
     process lacks what wrote them).
     """
-    resolved = artifacts.resolve(repo, ref)[0]
-    artifact = artifacts.artifact(repo, resolved)
-    tree = artifacts.tree(repo, artifact)
+    resolved, record = artifacts.resolve(repo, ref)
+    # What a live ref reaches gc keeps: remembered, it is used without asking storage again.
+    live = record is not None
+    artifact = artifacts.artifact(repo, resolved, reachable=live)
+    tree = artifacts.tree(repo, artifact, reachable=live)
     try:
         mat = registry.for_artifact(artifact.materializer, artifact.materializer_version, artifact.metadata)
     except LoadError as exc:

@@ -178,9 +178,9 @@ class LocalBackend(Backend):
 
     # -- paths -------------------------------------------------------------
     def _path(self, key: str) -> str:
-        if key.startswith("/") or ".." in key.split("/"):
+        if key[:1] == "/" or (".." in key and ".." in key.split("/")):
             raise InvalidArgumentError(f"bad key {key!r}")
-        return os.path.join(self.url, key)
+        return f"{self.url}/{key}" if key else self.url
 
     def temp_path(self) -> str:
         tmp = os.path.join(self.url, TMP_FOLDER.rstrip("/"))
