@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -219,7 +221,9 @@ def run(names: list[str], size: int, repeats: int) -> list[Row]:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="cas-bench-", dir=os.environ.get("CAS_BENCH_DIR")) as tmp:
         for name in names:
+            started = time.perf_counter()
             rows += workloads[name](Path(tmp), size, repeats)
+            print(f"[{name}: {time.perf_counter() - started:.1f} s]", file=sys.stderr, flush=True)
     return rows
 
 

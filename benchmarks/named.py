@@ -163,52 +163,44 @@ def fill_names(store_dir: Path, count: int) -> None:
 # -- S3: ls and log, with the requests they send -------------------------------------------------
 def s3_listing(work: Path, size: int, repeats: int) -> list[Row]:
     """``cas ls`` of 1,000 names and ``cas log`` of 1,000 versions on SeaweedFS: seconds and requests."""
-    from benchmarks.seaweed import KEY, SECRET, SeaweedFS
+    from benchmarks.seaweed import KEY, SECRET, shared_server
 
     count = 1000 if repeats > 2 else 100
-    server = SeaweedFS()
-    server.start(bucket="bench")
-    try:
-        options = {"key": KEY, "secret": SECRET, "client_kwargs": {"endpoint_url": server.endpoint}}
-        prefix = f"bench/{uuid.uuid4().hex}"
-        url = f"s3://{prefix}"
-        fs = server.filesystem()
-        with cas.open(url, storage_options=options) as store:
-            target = bytes.fromhex(store.put({"small": True}).hash)
-        now = time.time()
-        files = {
-            f"{prefix}/{version_key(f'n{i:04d}', 1)}": _encode(RefRecord(target, now, 1, None)) for i in range(count)
-        }
-        files |= {
-            f"{prefix}/{version_key('m', n)}": _encode(RefRecord(target, now, n, None)) for n in range(1, count + 1)
-        }
-        # and the reverse index a put writes beside each version
-        files |= {f"{prefix}/{names_key(target, f'n{i:04d}', 1)}": b"" for i in range(count)}
-        files |= {f"{prefix}/{names_key(target, 'm', n)}": b"" for n in range(1, count + 1)}
-        fs.pipe(files)
-        rows = []
-        for label, action in (
-            (f"S3 ls {count:,} names", lambda repo: history.names_page(repo)),
-            (f"S3 log, page of 20 of {count:,} versions", lambda repo: history.version_history(repo, "m", limit=20)),
-            (f"S3 log, all {count:,} versions", lambda repo: history.version_history(repo, "m")),
-        ):
-            times, calls = [], Counter[str]()
-            for _ in range(repeats):
-                with cas.open(url, storage_options=options) as store:
-                    counted = _count_calls(store.backend)
-                    start = time.perf_counter()
-                    found = action(store.repository)
-                    times.append(time.perf_counter() - start)
-                    calls = counted
-                assert len(found) == (20 if "page" in label else count + ("ls" in label))  # (ls: and "m")
-            value = median(times)
-            rows.append(
-                Row(label, value, "s", min(times), max(times), "under 1 s", 1.0, 1.0 / value, "< 1 s", value < 1.0,
-                    notes={"backend calls": dict(calls)})
-            )  # fmt: skip
-        return rows
-    finally:
-        server.remove()
+    server = shared_server()
+    options = {"key": KEY, "secret": SECRET, "client_kwargs": {"endpoint_url": server.endpoint}}
+    prefix = f"bench/{uuid.uuid4().hex}"
+    url = f"s3://{prefix}"
+    fs = server.filesystem()
+    with cas.open(url, storage_options=options) as store:
+        target = bytes.fromhex(store.put({"small": True}).hash)
+    now = time.time()
+    files = {f"{prefix}/{version_key(f'n{i:04d}', 1)}": _encode(RefRecord(target, now, 1, None)) for i in range(count)}
+    files |= {f"{prefix}/{version_key('m', n)}": _encode(RefRecord(target, now, n, None)) for n in range(1, count + 1)}
+    # and the reverse index a put writes beside each version
+    files |= {f"{prefix}/{names_key(target, f'n{i:04d}', 1)}": b"" for i in range(count)}
+    files |= {f"{prefix}/{names_key(target, 'm', n)}": b"" for n in range(1, count + 1)}
+    fs.pipe(files)
+    rows = []
+    for label, action in (
+        (f"S3 ls {count:,} names", lambda repo: history.names_page(repo)),
+        (f"S3 log, page of 20 of {count:,} versions", lambda repo: history.version_history(repo, "m", limit=20)),
+        (f"S3 log, all {count:,} versions", lambda repo: history.version_history(repo, "m")),
+    ):
+        times, calls = [], Counter[str]()
+        for _ in range(repeats):
+            with cas.open(url, storage_options=options) as store:
+                counted = _count_calls(store.backend)
+                start = time.perf_counter()
+                found = action(store.repository)
+                times.append(time.perf_counter() - start)
+                calls = counted
+            assert len(found) == (20 if "page" in label else count + ("ls" in label))  # (ls: and "m")
+        value = median(times)
+        rows.append(
+            Row(label, value, "s", min(times), max(times), "under 1 s", 1.0, 1.0 / value, "< 1 s", value < 1.0,
+                notes={"backend calls": dict(calls)})
+        )  # fmt: skip
+    return rows
 
 
 def _count_calls(backend: Any) -> Counter[str]:

@@ -18,6 +18,7 @@ import numpy as np
 
 from benchmarks.counting import KINDS, Counts, open_counting
 from benchmarks.harness import Row, remove
+from cas import history
 
 PAGE = 20  # a page of log / history, as a person reads it
 
@@ -110,7 +111,7 @@ def count_operations(url: str, where: str, work: Path, size: int, quick: bool,
             setup.put({"v": i}, "versioned")
     setup.close()
     c.measure(f"log, first page ({PAGE} of {runs + 2} runs)", lambda s: list(s.log(limit=PAGE)))
-    c.measure(f"ls ({names + 4} names, as `cas ls`)", lambda s: [s.resolve(n) for n in sorted(s.names())])
+    c.measure(f"ls ({names + 4} names, as `cas ls`)", lambda s: history.names_page(s.repository))
     c.measure(f"history of a name, first page ({PAGE} of {runs})", lambda s: list(s.history("versioned", limit=PAGE)))
 
     # A long-lived reader after another process wrote a pack (issue 21, item 10).
@@ -180,17 +181,13 @@ def requests_local(work: Path, size: int, repeats: int) -> list[Row]:
 
 def requests_s3(work: Path, size: int, repeats: int) -> list[Row]:
     """Requests per operation on S3 (a SeaweedFS server started for the run)."""
-    from benchmarks.seaweed import KEY, SECRET, SeaweedFS
+    from benchmarks.seaweed import KEY, SECRET, shared_server
 
-    server = SeaweedFS()
-    server.start(bucket="bench")
-    try:
-        options = {"key": KEY, "secret": SECRET, "client_kwargs": {"endpoint_url": server.endpoint}}
-        prefix = f"s3://bench/{uuid.uuid4().hex}"
-        results = count_operations(f"{prefix}/store", "S3", work, size, repeats <= 2, options,
-                                   remote_url=f"{prefix}/remote")  # fmt: skip
-    finally:
-        server.remove()
+    server = shared_server()
+    options = {"key": KEY, "secret": SECRET, "client_kwargs": {"endpoint_url": server.endpoint}}
+    prefix = f"s3://bench/{uuid.uuid4().hex}"
+    results = count_operations(f"{prefix}/store", "S3", work, size, repeats <= 2, options,
+                               remote_url=f"{prefix}/remote")  # fmt: skip
     print(markdown(results))
     return _rows(results)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -134,3 +135,20 @@ class SeaweedFS:
     def remove(self) -> None:
         self.stop(kill=True)  # the data goes with the folder anyway
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_shared: SeaweedFS | None = None
+
+
+def shared_server() -> SeaweedFS:
+    """One server for every S3 workload of a benchmark run: started on first use, removed when the process exits.
+
+    Each workload works under a prefix of its own in the bucket ``bench``.
+    """
+    global _shared
+    if _shared is None or _shared.process is None or _shared.process.poll() is not None:
+        server = SeaweedFS()
+        server.start(bucket="bench")
+        atexit.register(server.remove)
+        _shared = server
+    return _shared

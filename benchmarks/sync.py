@@ -9,23 +9,19 @@ from pathlib import Path
 
 import cas
 from benchmarks.harness import Row, median
-from benchmarks.seaweed import SeaweedFS
+from benchmarks.seaweed import shared_server
 
 
 def sync_workloads(work: Path, size: int, repeats: int) -> list[Row]:
     """Pushing 1,000 artifacts of which 10 are new vs pushing those 10 alone; a no-change push of 10,000 objects."""
     quick = repeats <= 2
-    server = SeaweedFS()
-    server.start(bucket="bench")
-    try:
-        with server.aws_environment():
-            prefix = f"s3://bench/{uuid.uuid4().hex}"
-            return [
-                _ten_new_of_many(work, prefix, 100 if quick else 1000, repeats),
-                _no_change(work, prefix, 1000 if quick else 10_000, repeats),
-            ]
-    finally:
-        server.remove()
+    server = shared_server()
+    with server.aws_environment():
+        prefix = f"s3://bench/{uuid.uuid4().hex}"
+        return [
+            _ten_new_of_many(work, prefix, 100 if quick else 1000, repeats),
+            _no_change(work, prefix, 1000 if quick else 10_000, repeats),
+        ]
 
 
 def _payload(i: int) -> bytes:

@@ -110,6 +110,12 @@ def _cache(repo: Repository) -> _Decoded:
     return found
 
 
+def forget_decoded(repo: Repository) -> None:
+    """Drop what this process remembered of ``repo``'s artifacts and trees (after a repair removed objects)."""
+    with _decoded_lock:
+        _decoded.pop(repo, None)
+
+
 def remember(repo: Repository, digest: bytes, obj: Artifact | Tree, size: int) -> None:
     """Keep an artifact or tree this process just stored (``size``: its encoded bytes) for later reads."""
     _cache(repo).put(digest, obj, size)

@@ -15,10 +15,10 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import overload
+from typing import TypeVar, overload
 
 from cas import codec
 from cas.backends.base import Backend, Buffer, Sink
@@ -54,6 +54,9 @@ PACK_TRAILER_MAGIC = b"CASPACK1"
 SMALL_REWRITE = 64 << 10
 # Single table lookups a locate_many makes (each loading the index of the pack it finds) before it looks up in bulk.
 _SINGLE_LOOKUPS = 16
+#: Threads that read the index files of packs new to a listing.
+_INDEX_READERS = 16
+T = TypeVar("T")
 # Rows of pack indexes kept after table lookups led to their packs (about 200 bytes of memory each).
 _CACHED_ROWS = 1 << 18
 #: A writer folds the index files into a table once a listing finds more than this many.
@@ -110,6 +113,9 @@ class ObjectStore:
         self._gone: set[bytes] = set()
         self._index_lock = threading.Lock()
         self._index_ready = False
+        # One listing at a time: threads that miss at once share the listing one of them makes.
+        self._refresh_lock = threading.Lock()
+        self._refreshes = 0  # listings begun
         #: Packs whose index could be read neither from index/ nor from the pack.
         #: Chunk tables that could not be read (their packs' chunks may not be found).
         self.unreadable_tables: dict[bytes, CasError] = {}
@@ -217,6 +223,14 @@ class ObjectStore:
         """Read and verify an object: loose, or (written by a batch) in a pack."""
         if self._batch:
             self.flush()  # reads see every object put before them
+        if self._index_ready:
+            # Known to be packed (no request to ask): read it there, not first as a loose object.
+            packed = self._known(d)
+            if packed is not None:
+                try:
+                    return self.read_relocating(packed)
+                except ObjectNotFoundError:
+                    pass  # the pack went and no other holds it: maybe loose
         key = object_key(d)
         try:
             data = self._read(key, d)
@@ -331,7 +345,7 @@ class ObjectStore:
     def ensure_index(self) -> None:
         """List the chunk index if this process has not yet."""
         if not self._index_ready:
-            self.refresh_index()
+            self.refresh_index()  # (threads that get here at once share one listing)
 
     def locate(self, d: bytes) -> ChunkLocation | None:
         """Where a chunk sits in a pack, or None (it may be loose, or absent)."""
@@ -455,7 +469,25 @@ class ObjectStore:
 
         ``index/`` is listed before ``midx/``: a consolidation writes a table before it
         deletes the index files the table replaces, so every pack is in one listing or the other.
+        Threads that ask at once share one listing: a caller that waited while
+        a listing begun after its call ran takes that one (it saw everything
+        written before the call).
         """
+        asked = self._refreshes
+        with self._refresh_lock:
+            if self._refreshes > asked:
+                return  # a listing that began after this call finished while it waited
+            self._refreshes += 1
+            self._list_index()
+        many = len(self._loaded_indexes) > AUTO_CONSOLIDATE or len(self._recent) > AUTO_CONSOLIDATE_ROWS
+        if self.on_many_recent is not None and many and self._written:
+            hook, self.on_many_recent = self.on_many_recent, None  # once at a time (it lists again itself)
+            try:
+                hook()
+            finally:
+                self.on_many_recent = hook
+
+    def _list_index(self) -> None:
         for _ in range(3):
             with backend_errors(INDEX_FOLDER):
                 keys = list(self.backend.list(INDEX_FOLDER))
@@ -470,7 +502,7 @@ class ObjectStore:
                     self._recent = {d: loc for d, loc in self._recent.items() if loc.pack not in gone}
                     self._loaded_indexes -= gone
             new = sorted(present - self._loaded_indexes)
-            for pack_id, index in zip(new, self.executor.map(self._try_pack_index, new), strict=True):
+            for pack_id, index in zip(new, self._read_in_parallel(self._try_pack_index, new), strict=True):
                 if isinstance(index, PackIndex):
                     self.register_pack(pack_id, index, written=False)
                     self.unreadable.pop(pack_id, None)
@@ -479,13 +511,18 @@ class ObjectStore:
             if self._open_tables(tables):
                 break
         self._index_ready = True
-        many = len(self._loaded_indexes) > AUTO_CONSOLIDATE or len(self._recent) > AUTO_CONSOLIDATE_ROWS
-        if self.on_many_recent is not None and many and self._written:
-            hook, self.on_many_recent = self.on_many_recent, None  # once at a time (it lists again itself)
-            try:
-                hook()
-            finally:
-                self.on_many_recent = hook
+
+    @staticmethod
+    def _read_in_parallel(read: Callable[[bytes], T], ids: list[bytes]) -> list[T]:
+        """``read`` of each id, side by side on threads of its own.
+
+        Not on the store's executor: a listing holds the refresh lock, and the
+        executor's threads may be the ones waiting for it.
+        """
+        if len(ids) <= 1:
+            return [read(i) for i in ids]
+        with ThreadPoolExecutor(min(_INDEX_READERS, len(ids)), thread_name_prefix="cas-index") as pool:
+            return list(pool.map(read, ids))
 
     def _open_tables(self, listed: set[bytes]) -> bool:
         """Keep the listed tables open; False if one vanished before it could be opened (list again)."""

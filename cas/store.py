@@ -490,7 +490,10 @@ class Store:
 
     def fsck(self, *, repair: bool = False, progress: ProgressCallback | None = None) -> FsckReport:
         """Verify every object, pack and reference; ``repair`` removes corrupt objects (never refs)."""
-        return fsck.check(self.repository, repair=repair, progress=progress)
+        report = fsck.check(self.repository, repair=repair, progress=progress)
+        if repair:
+            artifacts.forget_decoded(self.repository)  # what it removed is not served from this process's memory
+        return report
 
     def du(self, *, top: int = 10, progress: ProgressCallback | None = None) -> Usage:
         """Counts and sizes by kind, logical vs stored bytes, dedup and compression ratios."""

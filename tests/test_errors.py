@@ -47,7 +47,8 @@ def test_several_remotes_and_none_named_is_a_bad_argument(local_store: cas.Store
 
 def test_clone_into_an_existing_store(local_store: cas.Store, tmp_path: Path) -> None:
     local_store.put(b"x", "a")
-    cas.open(tmp_path / "there").close()
+    with cas.open(tmp_path / "there") as there:  # (an empty one is taken for a clone interrupted at its start)
+        there.put(b"its own", "own")
     with pytest.raises(cas.StoreExistsError, match="already holds a store"):
         cas.clone(local_store.url, tmp_path / "there")
 
