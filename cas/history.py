@@ -288,15 +288,16 @@ def _version_logs(repo: Repository, name: str, numbers: list[int], skipped: list
             skipped.append(f"{name}@{number}: {record}")
         elif record is not None:  # None: deleted since the listing
             found.append((number, record))
-    runs: list[Run | None]
     mine: list[str] = []
-    if repo.backend.cheap_exists or len(found) < 2:
-        runs = [producer_of(repo, record.target, mine) for _, record in found]
+    targets = sorted({record.target for _, record in found})  # versions of one artifact share its producer
+    if repo.backend.cheap_exists or len(targets) < 2:
+        made = [producer_of(repo, target, mine) for target in targets]
     else:
-        with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(found)), thread_name_prefix="cas-log") as pool:
-            runs = list(pool.map(lambda item: producer_of(repo, item[1].target, mine), found))
+        with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(targets)), thread_name_prefix="cas-log") as pool:
+            made = list(pool.map(lambda target: producer_of(repo, target, mine), targets))
     skipped.extend(mine)
-    return [VersionLog(ref_of(name, record), record.created, run) for (_, record), run in zip(found, runs, strict=True)]
+    runs = dict(zip(targets, made, strict=True))
+    return [VersionLog(ref_of(name, record), record.created, runs[record.target]) for _, record in found]
 
 
 @dataclass(frozen=True)
