@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import starmap
 from operator import itemgetter
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from cas import canonical, codec, hashing
 from cas.errors import CorruptObjectError, InvalidNameError, NonPortablePathError
@@ -459,9 +459,12 @@ class Run(StoredObject):
         return f"{self.short} {when} {self.step} [{status}, {self.duration * 1000:.0f} ms] ({ins}) -> ({outs})"
 
 
-@dataclass(frozen=True, slots=True)
-class PackEntry:
-    """Where one chunk sits in a pack: ``stored`` bytes (header included) at ``offset``."""
+class PackEntry(NamedTuple):
+    """Where one chunk sits in a pack: ``stored`` bytes (header included) at ``offset``.
+
+    A named tuple (immutable, and made about three times faster than a frozen
+    dataclass: a pack index holds thousands).
+    """
 
     digest: bytes
     offset: int

@@ -17,8 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TypeVar, overload
+from typing import NamedTuple, TypeVar, overload
 
 from cas import codec
 from cas.backends.base import Backend, Buffer, Sink
@@ -76,9 +75,8 @@ EXPANSION_ALLOWANCE = 512 << 20
 _TRUSTED_MAPS = 64
 
 
-@dataclass(frozen=True, slots=True)
-class ChunkLocation:
-    """A chunk inside a pack."""
+class ChunkLocation(NamedTuple):
+    """A chunk inside a pack (a named tuple: made for every entry of every index loaded)."""
 
     pack: bytes
     entry: PackEntry
@@ -502,7 +500,8 @@ class ObjectStore:
                     self._recent = {d: loc for d, loc in self._recent.items() if loc.pack not in gone}
                     self._loaded_indexes -= gone
             new = sorted(present - self._loaded_indexes)
-            for pack_id, index in zip(new, self._read_in_parallel(self._try_pack_index, new), strict=True):
+            read = self._read_in_parallel if not self.backend.cheap_exists else lambda f, ids: [f(i) for i in ids]
+            for pack_id, index in zip(new, read(self._try_pack_index, new), strict=True):
                 if isinstance(index, PackIndex):
                     self.register_pack(pack_id, index, written=False)
                     self.unreadable.pop(pack_id, None)
