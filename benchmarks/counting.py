@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from cas.backends.base import Backend, Buffer, Sink
+from cas.backends.base import Backend, Buffer, ListedKey, Sink
 
 KINDS = ("GET", "RANGE", "PUT", "LIST", "HEAD", "DELETE", "COPY", "OTHER")
 #: Keys per page of an S3 listing, and per multi-object delete.
@@ -107,6 +107,7 @@ class CountingBackend(Backend):
         self.url = inner.url
         self.pack_target = inner.pack_target
         self.cheap_exists = inner.cheap_exists
+        self.detail_in_shards = inner.detail_in_shards
         # list_hex on S3 lists 16 prefixes side by side (see FsspecBackend.list_hex).
         self._hex_shards = 16 if inner.url.split("://", 1)[0].startswith("s3") else 1
 
@@ -163,6 +164,12 @@ class CountingBackend(Backend):
 
     def list(self, prefix: str) -> Iterator[str]:
         return self._listing("list", iter(self.inner.list(prefix)), 1)
+
+    def list_detailed(self, prefix: str, start: str = "") -> list[ListedKey]:
+        found = self.inner.list_detailed(prefix, start)
+        self.counts.add("list_detailed", LIST=1)
+        self.counts.add_listed(len(found), 1)
+        return found
 
     def list_hex(self, prefix: str) -> Iterator[str]:
         return self._listing("list_hex", iter(self.inner.list_hex(prefix)), self._hex_shards)

@@ -37,11 +37,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from cas import codec, visualrecords
-from cas.backends.base import Backend
-from cas.backends.fsspec_backend import FsspecBackend
+from cas.backends.base import Backend, ListedKey
 from cas.backends.local import LocalBackend
 from cas.consolidate import ConsolidationReport, consolidate
 from cas.errors import (
@@ -100,6 +99,9 @@ class GraceExceededWarning(UserWarning):
     """A gc pass outlived its grace period and stopped deleting (run it again, or raise the grace)."""
 
 
+T = TypeVar("T")
+
+
 def grace_seconds(grace: float | timedelta | None, default: float) -> float:
     if grace is None:
         return default
@@ -144,31 +146,66 @@ def mark(
             continue
         artifacts.setdefault(record.target, key)
     pending = list(run_index.newest())
+    reads = _Reads(objects)
     with Phase(progress, "marking runs", len(pending)) as bar:
-        while pending:
-            run_hash = pending.pop()
-            bar.advance()
-            if run_hash in marks.runs:
-                continue
-            marks.runs.add(run_hash)
-            try:
-                run = Run.from_bytes(objects.get_object(run_hash))
-            except CasError as exc:
-                marks.missing.append(f"run {short(run_hash)} ({exc})")
-                continue
-            marks.objects.add(run_hash)
-            marks.kinds[run_hash] = "run"
-            for h in (*run.inputs.values(), *run.outputs.values()):
-                artifacts.setdefault(h, f"run {short(run_hash)}")
-            if run.cached_from is not None:
-                pending.append(run.cached_from)
-                bar.add_to_total(1)
+        while pending:  # level by level: the runs cached ones came from are read in the next round
+            wave = [h for h in dict.fromkeys(pending) if h not in marks.runs]
+            pending = []
+            marks.runs.update(wave)
+            for run_hash, found in zip(wave, reads.each(wave, _read_run), strict=True):
+                bar.advance()
+                if isinstance(found, CasError):
+                    marks.missing.append(f"run {short(run_hash)} ({found})")
+                    continue
+                marks.objects.add(run_hash)
+                marks.kinds[run_hash] = "run"
+                for h in (*found.inputs.values(), *found.outputs.values()):
+                    artifacts.setdefault(h, f"run {short(run_hash)}")
+                if found.cached_from is not None:
+                    pending.append(found.cached_from)
+                    bar.add_to_total(1)
     with Phase(progress, "marking artifacts", len(artifacts)) as bar:
-        for artifact, needed_by in artifacts.items():
+        wanted = [a for a in artifacts if a not in marks.objects]
+        for artifact, read in zip(wanted, reads.each(wanted, _read_artifact), strict=True):
             bar.advance()
-            _mark_artifact(objects, artifact, needed_by, marks)
+            _mark_artifact(artifact, artifacts[artifact], read, marks)
     _mark_visualizations(objects.backend, marks)
     return marks
+
+
+class _Reads:
+    """Reads for the mark phase: one after another on a local disk, side by side on an object store."""
+
+    THREADS = 16
+
+    def __init__(self, objects: ObjectStore) -> None:
+        self.objects = objects
+        self.parallel = not objects.backend.cheap_exists
+
+    def each(self, digests: list[bytes], read: Callable[[ObjectStore, bytes], T]) -> Iterator[T]:
+        if not self.parallel or len(digests) < 2:
+            return (read(self.objects, d) for d in digests)
+        with ThreadPoolExecutor(min(self.THREADS, len(digests)), thread_name_prefix="cas-gc-mark") as pool:
+            return iter(list(pool.map(lambda d: read(self.objects, d), digests)))
+
+
+def _read_run(objects: ObjectStore, run_hash: bytes) -> Run | CasError:
+    try:
+        return Run.from_bytes(objects.get_object(run_hash))
+    except CasError as exc:
+        return exc
+
+
+def _read_artifact(objects: ObjectStore, artifact: bytes) -> tuple[Artifact, Tree | CasError] | CasError:
+    """An artifact and its tree (or why the tree can not be read), or why the artifact can not be."""
+    try:
+        art = Artifact.from_bytes(objects.get_object(artifact))
+    except CasError as exc:
+        return exc
+    try:
+        return art, Tree.from_bytes(objects.get_object(art.tree))
+    except CasError as exc:
+        return art, exc
 
 
 def _mark_visualizations(backend: Backend, marks: Marks) -> None:
@@ -184,21 +221,18 @@ def _mark_visualizations(backend: Backend, marks: Marks) -> None:
                 marks.kinds.setdefault(d, "visualization")
 
 
-def _mark_artifact(objects: ObjectStore, artifact: bytes, needed_by: str, marks: Marks) -> None:
-    if artifact in marks.objects:
+def _mark_artifact(
+    artifact: bytes, needed_by: str, found: tuple[Artifact, Tree | CasError] | CasError, marks: Marks
+) -> None:
+    if isinstance(found, CasError):
+        marks.missing.append(f"artifact {short(artifact)} needed by {needed_by} ({found})")
         return
-    try:
-        art = Artifact.from_bytes(objects.get_object(artifact))
-    except CasError as exc:
-        marks.missing.append(f"artifact {short(artifact)} needed by {needed_by} ({exc})")
-        return
+    art, tree = found
     marks.objects.add(artifact)
     marks.kinds[artifact] = "artifact"
     marks.artifact_sizes[artifact] = art.size
-    try:
-        tree = Tree.from_bytes(objects.get_object(art.tree))
-    except CasError as exc:
-        marks.missing.append(f"tree {short(art.tree)} of artifact {short(artifact)} ({exc})")
+    if isinstance(tree, CasError):
+        marks.missing.append(f"tree {short(art.tree)} of artifact {short(artifact)} ({tree})")
         return
     marks.objects.add(art.tree)
     marks.kinds[art.tree] = "tree"
@@ -250,72 +284,30 @@ class GcReport:
 
 
 # -- listings with ages ----------------------------------------------------------
-@dataclass(frozen=True)
-class Listed:
-    """A key as a listing saw it: its timestamp on the storage's clock, and its size."""
-
-    key: str
-    mtime: float
-    size: int
+#: A key as a listing saw it: its timestamp on the storage's clock, and its size.
+Listed = ListedKey
 
 
 def listed_shards(backend: Backend, folder: str) -> Iterator[list[Listed]]:
-    """The keys below ``folder`` with their ages, one shard at a time (all at once but on S3).
+    """The keys below ``folder`` with their ages, one shard at a time (``Backend.list_detailed``).
 
-    An object store's listing already carries each key's timestamp and size,
-    so no key costs a request of its own. On S3 a hex-named folder comes in 16
-    shards (by first digit), each listed just before the caller sweeps it, so
-    the age a deletion relies on is one shard's listing old, not the whole folder's.
+    Listings carry each key's timestamp and size, so no key costs a request of
+    its own. Where a listing pages through the keys (S3) a hex-named folder
+    comes in 16 shards (by first digit), each listed just before the caller
+    sweeps it, so the age a deletion relies on is one shard's listing old, not
+    the whole folder's.
     """
-    # TODO(lead): this belongs in the backends as ``Backend.list_detailed(prefix)``; see notes/h19gc.md.
-    if isinstance(backend, FsspecBackend) and backend.protocol.startswith("s3"):
-        digits = "0123456789abcdef" if folder in HEX_FOLDERS else ""
-        shards = list(digits) or [""]
-        with ThreadPoolExecutor(2) as pool:  # the next shard is listed while this one is swept
-            pending = pool.submit(_s3_shard, backend, folder, shards[0])
-            for i in range(len(shards)):
-                shard = pending.result()
-                if i + 1 < len(shards):
-                    pending = pool.submit(_s3_shard, backend, folder, shards[i + 1])
-                yield shard
+    shards = list("0123456789abcdef") if backend.detail_in_shards and folder in HEX_FOLDERS else [""]
+    if len(shards) == 1:
+        yield backend.list_detailed(folder)
         return
-    if isinstance(backend, LocalBackend):
-        root = backend.url
-        found = []
-        for key in backend.list(folder):  # never follows a link
-            try:
-                st = os.lstat(f"{root}/{key}")
-            except FileNotFoundError:
-                continue  # removed meanwhile (another gc pass)
-            except OSError as exc:
-                raise BackendError(f"local store at {key}: {exc.strerror or exc}") from exc
-            found.append(Listed(key, st.st_mtime, st.st_size))
-        yield found
-        return
-    generic = []
-    for key in backend.list(folder):
-        try:
-            generic.append(Listed(key, backend.mtime(key), backend.size(key)))
-        except FileNotFoundError:
-            continue
-    yield generic
-
-
-def _s3_shard(backend: FsspecBackend, folder: str, digit: str) -> list[Listed]:
-    base = backend._path(folder.rstrip("/"))
-    try:
-        found = backend._call("find", base, prefix=digit, detail=True)
-    except FileNotFoundError:
-        return []
-    head, below = backend.root + "/", base + "/"
-    out = []
-    for path, info in found.items():
-        if not path.startswith(below) or path.endswith("/") or info.get("type") == "directory":
-            continue
-        stamp = info.get("LastModified")
-        mtime = stamp.timestamp() if stamp is not None else backend.mtime(path[len(head) :])
-        out.append(Listed(path[len(head) :], float(mtime), int(info.get("size") or 0)))
-    return out
+    with ThreadPoolExecutor(2) as pool:  # the next shard is listed while this one is swept
+        pending = pool.submit(backend.list_detailed, folder, shards[0])
+        for i in range(len(shards)):
+            shard = pending.result()
+            if i + 1 < len(shards):
+                pending = pool.submit(backend.list_detailed, folder, shards[i + 1])
+            yield shard
 
 
 def listed(backend: Backend, folder: str) -> list[Listed]:

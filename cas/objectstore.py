@@ -660,9 +660,10 @@ class ObjectStore:
             for pack_id, entries in table.entries_by_pack().items():
                 if pack_id in existing:
                     packs[pack_id] = entries
-        for pack_id in list(self._loaded_indexes):
-            if pack_id in existing:
-                packs[pack_id] = list(self.read_pack_index(pack_id).entries)
+        recent = [pack_id for pack_id in self._loaded_indexes if pack_id in existing]
+        read = self._read_in_parallel if not self.backend.cheap_exists else lambda f, ids: [f(i) for i in ids]
+        for pack_id, index in zip(recent, read(self.read_pack_index, recent), strict=True):
+            packs[pack_id] = list(index.entries)
         return packs
 
     def freshen_chunks(self, digests: set[bytes], *, done: set[bytes] | None = None) -> set[bytes]:

@@ -685,17 +685,24 @@ class RefStore:
 
     def all_records(self) -> Iterator[tuple[str, RefRecord | CorruptObjectError]]:
         """Every ref file with its record (or why it can not be read): the roots of gc."""
-        for key in self.backend.list(REFS_FOLDER):
-            if is_gone_key(key):
-                continue
+        keys = [key for key in self.backend.list(REFS_FOLDER) if not is_gone_key(key)]
+
+        def one(key: str) -> RefRecord | CorruptObjectError | None:
             try:
-                record = _decode(self.backend.read(key), key)
+                return _decode(self.backend.read(key), key)
             except FileNotFoundError:
-                continue
+                return None
             except CorruptObjectError as exc:
-                yield key, exc
-                continue
-            yield key, record
+                return exc
+
+        if self.backend.cheap_exists or len(keys) < 2:
+            found: Iterable[RefRecord | CorruptObjectError | None] = map(one, keys)
+        else:  # each read is a request: side by side
+            with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="cas-refs") as pool:
+                found = list(pool.map(one, keys))
+        for key, record in zip(keys, found, strict=True):
+            if record is not None:
+                yield key, record
 
     def names_of(self, target: bytes) -> list[str]:
         """``name@n`` of every version pointing at ``target`` (from the reverse index)."""

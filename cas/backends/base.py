@@ -9,10 +9,12 @@ Everything else is wrapped in :class:`cas.BackendError` by the object store.
 
 from __future__ import annotations
 
+import builtins
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from cas.errors import InvalidArgumentError
 
@@ -91,6 +93,14 @@ class Sink(ABC):
         """Discard everything written; the key never appears."""
 
 
+class ListedKey(NamedTuple):
+    """A key as a listing saw it: its timestamp on the storage's clock, and its size in bytes."""
+
+    key: str
+    mtime: float
+    size: int
+
+
 class Backend(ABC):
     """Key -> bytes storage with atomic writes and create-if-absent."""
 
@@ -141,6 +151,26 @@ class Backend(ABC):
     @abstractmethod
     def list(self, prefix: str) -> Iterator[str]:
         """Yield every key below the folder ``prefix`` (recursively, any order)."""
+
+    #: Whether ``list_detailed`` of a big folder is best made in shards (by first hex digit):
+    #: an object store, where a listing pages through the keys one request at a time.
+    detail_in_shards: bool = False
+
+    def list_detailed(self, prefix: str, start: str = "") -> builtins.list[ListedKey]:
+        """Every key below the folder ``prefix`` whose name there begins with ``start``, with its age and size.
+
+        Object stores and disks have both in their listings (no request per key);
+        this default asks for each.
+        """
+        found = []
+        for key in self.list(prefix):
+            if start and not key[len(prefix) :].startswith(start):
+                continue
+            try:
+                found.append(ListedKey(key, self.mtime(key), self.size(key)))
+            except FileNotFoundError:
+                continue  # removed since the listing
+        return found
 
     def list_hex(self, prefix: str) -> Iterator[str]:
         """Like ``list``, for a folder whose entries are named by hex digits (``objects/``, ``names/``).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import threading
 import time
@@ -13,7 +14,7 @@ from typing import Any
 import fsspec
 import fsspec.asyn
 
-from cas.backends.base import Backend, Buffer, Sink, Timeouts
+from cas.backends.base import Backend, Buffer, ListedKey, Sink, Timeouts
 from cas.errors import AccessDeniedError, BackendError, BackendTimeoutError, InvalidArgumentError
 from cas.keys import temp_key
 
@@ -144,6 +145,7 @@ class FsspecBackend(Backend):
         self._create_checked = protocol == "memory"  # one process's memory: exclusive by the lock above
         self.pack_target = 16 << 20  # smaller packs: more uploads in flight
         self.cheap_exists = protocol == "memory"
+        self.detail_in_shards = protocol.startswith("s3")
 
     def _path(self, key: str) -> str:
         if key.startswith("/") or ".." in key.split("/"):
@@ -268,6 +270,29 @@ class FsspecBackend(Backend):
             # Only keys strictly below the folder: some servers list the folder itself.
             if path.startswith(below) and not path.endswith("/"):
                 yield path[len(head) :]
+
+    def list_detailed(self, prefix: str, start: str = "") -> builtins.list[ListedKey]:
+        """On S3 the listing itself carries each key's time and size (one request per 1,000 keys)."""
+        if not self.protocol.startswith("s3"):
+            return super().list_detailed(prefix, start)
+        base = self._path(prefix.rstrip("/"))
+        try:
+            found = self._call("find", base, prefix=start, detail=True)
+        except FileNotFoundError:
+            return []
+        head, below = self.root + "/", base + "/"
+        out = []
+        for path, info in found.items():
+            if not path.startswith(below) or path.endswith("/") or info.get("type") == "directory":
+                continue
+            key = path[len(head) :]
+            stamp = info.get("LastModified")
+            try:
+                mtime = stamp.timestamp() if stamp is not None else self.mtime(key)
+            except FileNotFoundError:
+                continue
+            out.append(ListedKey(key, float(mtime), int(info.get("size") or 0)))
+        return out
 
     def list_hex(self, prefix: str) -> Iterator[str]:
         if not self.protocol.startswith("s3"):

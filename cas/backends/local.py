@@ -10,6 +10,7 @@ listing never follows a link.
 
 from __future__ import annotations
 
+import builtins
 import errno
 import functools
 import os
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from cas.backends.base import Backend, Buffer, Sink
+from cas.backends.base import Backend, Buffer, ListedKey, Sink
 from cas.errors import BackendError, InvalidArgumentError, SpecialFileError
 from cas.keys import TMP_FOLDER
 
@@ -303,6 +304,21 @@ class LocalBackend(Backend):
     @_os_errors
     def exists(self, key: str) -> bool:
         return os.path.exists(self._path(key))
+
+    def list_detailed(self, prefix: str, start: str = "") -> builtins.list[ListedKey]:
+        """Keys below ``prefix`` (their names there beginning with ``start``) with ``lstat``'s time and size."""
+        found = []
+        for key in self.list(prefix):  # never follows a link
+            if start and not key[len(prefix) :].startswith(start):
+                continue
+            try:
+                st = os.lstat(f"{self.url}/{key}")
+            except FileNotFoundError:
+                continue  # removed meanwhile (another gc pass)
+            except OSError as exc:
+                raise BackendError(f"local store at {key}: {exc.strerror or exc}") from exc
+            found.append(ListedKey(key, st.st_mtime, st.st_size))
+        return found
 
     def list(self, prefix: str) -> Iterator[str]:
         """Keys below ``prefix``; a link is listed as a key (reading it fails), never followed."""
