@@ -95,19 +95,35 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _csv_like(size: int) -> bytes:
+    """``size`` bytes of CSV text: an id and four random columns per line (made by numpy, not line by line)."""
     rng = np.random.default_rng(2)
-    rows = []
-    total = 0
-    i = 0
-    while total < size:
-        block = rng.normal(size=(10000, 4))
-        lines = "".join(
-            f"{i + k},{a:.6f},{b:.6f},{c:.4f},{'yes' if d > 0 else 'no'}\n" for k, (a, b, c, d) in enumerate(block)
-        )
-        rows.append(lines.encode())
-        total += len(rows[-1])
-        i += 10000
-    return b"".join(rows)[:size]
+    rows = size // 41 + 1  # each line is 41 bytes
+    columns = [
+        _digits(np.arange(rows), 8),
+        _decimal(rng.normal(size=rows), 6),
+        _decimal(rng.normal(size=rows), 6),
+        _decimal(rng.normal(size=rows), 4),
+        np.where(rng.normal(size=rows)[:, None] > 0, np.frombuffer(b"yes", np.uint8), np.frombuffer(b" no", np.uint8)),
+    ]
+    comma = np.full((rows, 1), ord(","), np.uint8)
+    parts = [p for column in columns for p in (column, comma)][:-1] + [np.full((rows, 1), ord("\n"), np.uint8)]
+    return np.hstack(parts).tobytes()[:size]
+
+
+def _digits(values: np.ndarray, width: int) -> np.ndarray:
+    """Non-negative integers as ``width`` ASCII digits each (zero-padded), one row per value."""
+    powers = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
+    return (values.astype(np.int64)[:, None] // powers % 10 + ord("0")).astype(np.uint8)
+
+
+def _decimal(values: np.ndarray, decimals: int) -> np.ndarray:
+    """Values in (-10, 10) as sign, one digit, a point and ``decimals`` digits."""
+    clipped = np.clip(values, -9.999999, 9.999999)
+    scaled = np.rint(np.abs(clipped) * 10**decimals).astype(np.int64)
+    sign = np.where(clipped < 0, ord("-"), ord("+")).astype(np.uint8)[:, None]
+    whole = _digits(scaled // 10**decimals, 1)
+    point = np.full((len(values), 1), ord("."), np.uint8)
+    return np.hstack([sign, whole, point, _digits(scaled % 10**decimals, decimals)])
 
 
 def reput_and_edits(work: Path, size: int, repeats: int) -> list[Row]:
@@ -212,12 +228,20 @@ WORKLOADS = {
 }
 
 
+#: Workloads that use the shared SeaweedFS server (started in the background when one is run).
+S3_WORKLOADS = {"s3", "sync", "requests-s3", "named-s3"}
+
+
 def run(names: list[str], size: int, repeats: int) -> list[Row]:
     from benchmarks import maintenance, runs, s3, sync, torch_checkpoint, values
 
     workloads = {**WORKLOADS, **values.WORKLOADS, **runs.WORKLOADS, **maintenance.WORKLOADS, **s3.WORKLOADS}
     workloads.update(sync.WORKLOADS)
     workloads.update(torch_checkpoint.WORKLOADS)
+    if any(name in S3_WORKLOADS for name in names):
+        from benchmarks.seaweed import start_shared_server_in_background
+
+        start_shared_server_in_background()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="cas-bench-", dir=os.environ.get("CAS_BENCH_DIR")) as tmp:
         for name in names:

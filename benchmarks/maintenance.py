@@ -13,7 +13,7 @@ from benchmarks.harness import Row, alternate, drop_caches, median, remove, thro
 
 def gc_many_objects(work: Path, size: int, repeats: int) -> list[Row]:
     """gc of a local store holding 100,000 objects (half of them garbage)."""
-    puts = 50_000 if repeats > 2 else 2_500  # each small put stores a tree and an artifact
+    puts = 50_000 if repeats > 2 else 1_500  # each small put stores a tree and an artifact
     store_dir = work / "store"
     remove(store_dir)
     with cas.open(store_dir) as store:

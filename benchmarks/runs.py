@@ -57,7 +57,7 @@ def step_latency(work: Path, size: int, repeats: int) -> list[Row]:
 
 def lineage_in_big_store(work: Path, size: int, repeats: int) -> list[Row]:
     """Lineage of a depth-10 chain in a store holding many other runs."""
-    total = 100_000 if repeats > 2 else 2_000
+    total = 100_000 if repeats > 2 else 1_000
     store_dir = work / "store"
     remove(store_dir)
     with cas.open(store_dir) as store:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -138,6 +139,7 @@ class SeaweedFS:
 
 
 _shared: SeaweedFS | None = None
+_shared_lock = threading.Lock()
 
 
 def shared_server() -> SeaweedFS:
@@ -146,9 +148,16 @@ def shared_server() -> SeaweedFS:
     Each workload works under a prefix of its own in the bucket ``bench``.
     """
     global _shared
-    if _shared is None or _shared.process is None or _shared.process.poll() is not None:
-        server = SeaweedFS()
-        server.start(bucket="bench")
-        atexit.register(server.remove)
-        _shared = server
-    return _shared
+    with _shared_lock:
+        if _shared is None or _shared.process is None or _shared.process.poll() is not None:
+            server = SeaweedFS()
+            server.start(bucket="bench")
+            atexit.register(server.remove)
+            server.filesystem().pipe(f"bench/warm-up-{os.getpid()}", b"x")  # the first write grows a volume: seconds
+            _shared = server
+        return _shared
+
+
+def start_shared_server_in_background() -> None:
+    """Start the shared server while other workloads run (it takes seconds); ``shared_server`` waits for it."""
+    threading.Thread(target=shared_server, name="seaweedfs-start", daemon=True).start()
