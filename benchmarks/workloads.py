@@ -77,7 +77,7 @@ def _savers(arr: np.ndarray) -> dict[str, _Save]:
 def _loaders() -> dict[str, Callable[[Path], Any]]:
     loaders: dict[str, Callable[[Path], Any]] = {
         "cas": lambda folder: _cas_get(folder / "store"),
-        "np.save": lambda folder: np.load(folder / "a.npy"),
+        "np.load": lambda folder: np.load(folder / "a.npy"),
         "pickle": lambda folder: pickle_load(folder / "a.pkl"),
     }
     joblib = _joblib()
@@ -205,7 +205,7 @@ def _gets(work: Path, arr: np.ndarray, label: str, repeats: int) -> list[Row]:
             walls[name].append(wall)
             assert np.array_equal(got[0], arr), f"{name} read back something else"
     remove(folder)
-    return _vs(f"get {label}", arr.nbytes, walls, None, None, {"np.save": 0.8, "joblib": 1.0})
+    return _vs(f"get {label}", arr.nbytes, walls, None, None, {"np.load": 0.8, "joblib": 1.0})
 
 
 def _edit(arr: np.ndarray) -> np.ndarray:
