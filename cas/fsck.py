@@ -50,6 +50,8 @@ class FsckReport:
     repaired: list[str] = field(default_factory=list)
     #: What was not checked, and why: a tree beyond the reader's expansion limit is not hashed whole.
     unchecked: list[str] = field(default_factory=list)
+    #: What an interrupted command left that readers already ignore (``repair`` removes it); not a problem.
+    leftovers: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -62,6 +64,7 @@ class FsckReport:
         lines += [f"  missing: {item}" for item in self.missing]
         lines += [f"  repaired: {item}" for item in self.repaired]
         lines += [f"  not checked: {item}" for item in self.unchecked]
+        lines += [f"  left by an interrupted command (fsck --repair removes it): {item}" for item in self.leftovers]
         if self.dangling:
             lines.append(
                 f"  {len(self.dangling)} dangling (unreachable) objects: gc removes them after the grace period"
@@ -367,7 +370,15 @@ def check(store: Repository, *, repair: bool = False, progress: ProgressCallback
         report.corrupt.append(f"pack {short(pack_id)}: {why}")
     _check_tables(store, report, repair=repair)
     _check_side_files(store, report, repair=repair)
-    report.corrupt += [f"refs: {line}" for line in store.refs.problems()]  # label splits, reused numbers
+    report.corrupt += [f"refs: {line}" for line in store.refs.problems()]  # label splits
+    for key, reason in store.refs.leftovers():  # an interrupted rm: readers already treat these as deleted
+        report.leftovers.append(f"refs: {reason}")
+        if repair:
+            try:
+                backend.delete(key)
+                report.repaired.append(f"removed {key}: {reason}")
+            except FileNotFoundError:
+                pass
     if repair:
         for key in corrupt_loose:
             backend.delete(key)

@@ -150,6 +150,8 @@ def mark(
     with Phase(progress, "marking runs", len(pending)) as bar:
         while pending:  # level by level: the runs cached ones came from are read in the next round
             wave = [h for h in dict.fromkeys(pending) if h not in marks.runs]
+            for _ in range(len(pending) - len(wave)):
+                bar.advance()  # (already marked: counted all the same)
             pending = []
             marks.runs.update(wave)
             for run_hash, found in zip(wave, reads.each(wave, _read_run), strict=True):

@@ -811,17 +811,13 @@ class RefStore:
             return list(pool.map(one, wanted))
 
     def problems(self) -> list[str]:
-        """What fsck reports about refs, one line each (reads every ref file once).
+        """What fsck reports as wrong with refs, one line each: label splits.
 
-        A label split (two live versions of a name carrying one label: two
-        writers raced before labels were claimed first, or one gave up waiting);
-        a version file beside its tombstone (an rm, or a writer that found its
-        number deleted, stopped half-way: the version counts as deleted); a
-        label or tag naming a deleted version.
+        A label split: two live versions of a name carrying one label (two
+        writers raced before labels were claimed first, or one gave up waiting).
         """
-        scanned = self.scan()
         found: list[str] = []
-        for name, live in scanned.items():
+        for name, live in self.scan().items():
             carrying: dict[str, list[int]] = {}
             for number, record in zip(live, self.read_versions([(name, n) for n in live]), strict=True):
                 if isinstance(record, RefRecord) and record.label is not None:
@@ -829,10 +825,23 @@ class RefStore:
             for label, numbers in sorted(carrying.items()):
                 if len(numbers) > 1:
                     found.append(f"label split: {name}@{label} is carried by versions {', '.join(map(str, numbers))}")
+        return found
+
+    def leftovers(self) -> list[tuple[str, str]]:
+        """Ref files an interrupted ``rm`` (or a writer that found its number deleted) left: (key, why).
+
+        A version file beside its tombstone, and a label or tag naming a
+        deleted version. Readers already treat them as deleted; removing them
+        finishes what was interrupted (``fsck --repair``).
+        """
+        scanned = self.scan()
+        found: list[tuple[str, str]] = []
         for key in self.backend.list(REFS_FOLDER):
             dead = parse_gone_key(key)
-            if dead is not None and self.backend.exists(version_key(*dead)):
-                found.append(f"{dead[0]}@{dead[1]} is deleted (tombstone) but its version file is still there")
+            if dead is not None:
+                if self.backend.exists(version_key(*dead)):
+                    found.append((version_key(*dead), f"{dead[0]}@{dead[1]} is deleted (tombstone) but its version "
+                                                      "file is still there"))  # fmt: skip
                 continue
             ref = parse_ref_key(key)
             if ref is None or ref.kind == "v":
@@ -842,5 +851,5 @@ class RefStore:
             except CasError:
                 continue  # reported as corrupt by fsck's own read
             if record is not None and record.number is not None and record.number not in scanned.get(ref.name, ()):
-                found.append(f"{ref.name}@{ref.selector} names {ref.name}@{record.number}, which is deleted")
+                found.append((key, f"{ref.name}@{ref.selector} names {ref.name}@{record.number}, which is deleted"))
         return found
