@@ -221,6 +221,7 @@ class ObjectStore:
         """Read and verify an object: loose, or (written by a batch) in a pack."""
         if self._batch:
             self.flush()  # reads see every object put before them
+        damaged: CasError | None = None
         if self._index_ready:
             # Known to be packed (no request to ask): read it there, not first as a loose object.
             packed = self._known(d)
@@ -229,10 +230,13 @@ class ObjectStore:
                     return self.read_relocating(packed)
                 except ObjectNotFoundError:
                     pass  # the pack went and no other holds it: maybe loose
-        key = object_key(d)
+                except CasError as exc:
+                    damaged = exc  # a loose copy may still be whole
         try:
-            data = self._read(key, d)
+            return self._get_loose(d)
         except ObjectNotFoundError:
+            if damaged is not None:
+                raise damaged from None
             loc = self.locate(d)
             if loc is None:
                 self.refresh_index()  # another process's batch may have packed it
@@ -242,7 +246,11 @@ class ObjectStore:
                     raise
                 return self._get_fetched(d)
             return self.read_relocating(loc)
-        raw = codec.decode(data, key=f"object {short(d)}")
+
+    def _get_loose(self, d: bytes) -> bytes:
+        """A loose object, read and verified; ObjectNotFoundError if there is none."""
+        key = object_key(d)
+        raw = codec.decode(self._read(key, d), key=f"object {short(d)}")
         codec.verify(raw, d, key=f"object {short(d)}")
         return bytes(raw)
 
@@ -251,10 +259,7 @@ class ObjectStore:
         loc = self.locate(d)
         if loc is not None:
             return self.read_packed(loc)
-        key = object_key(d)
-        raw = codec.decode(self._read(key, d), key=f"object {short(d)}")
-        codec.verify(raw, d, key=f"object {short(d)}")
-        return bytes(raw)
+        return self._get_loose(d)
 
     def has_object(self, d: bytes) -> bool:
         """Whether an object is stored loose (packed chunks and objects: ``knows_chunk``)."""

@@ -17,6 +17,7 @@ import cas
 from cas import restore
 from cas.errors import CorruptObjectError, IntegrityError, ObjectNotFoundError
 from cas.hashing import from_hex
+from cas.keys import object_key, pack_key
 from cas.objects import FileEntry, Tree
 from cas.objectstore import ObjectStore
 
@@ -177,3 +178,28 @@ def test_the_huge_page_hint_leaves_the_bytes_usable() -> None:
 
     result = filled_bytes(16 << 20, fill)
     assert len(result) == 16 << 20 and result[:1] == result[-1:] == b"\x07"
+
+
+def test_a_packed_object_read_first_falls_back_to_a_whole_loose_copy(tmp_path: Path) -> None:
+    """Objects known to be packed are read from their pack first; a damaged pack copy is not the last word."""
+    with cas.open(tmp_path / "s") as store:
+        with store.batch():
+            ref = store.put({"packed": True})
+        d = bytes.fromhex(ref.hash)
+        raw = store.objects.get_object(d)
+        loc = store.objects.locate(d)
+        assert loc is not None  # packed by the batch
+        assert store.objects.put_object(raw, loose=True) == d  # and loose as well
+        pack = tmp_path / "s" / pack_key(loc.pack)
+        data = bytearray(pack.read_bytes())
+        data[loc.entry.offset + loc.entry.stored - 1] ^= 1  # the packed copy's last byte
+        pack.write_bytes(bytes(data))
+    with cas.open(tmp_path / "s") as fresh:
+        fresh.objects.ensure_index()
+        assert fresh.objects.get_object(d) == raw
+        assert fresh.get(ref) == {"packed": True}
+        (tmp_path / "s" / object_key(d)).unlink()  # without the loose copy, the damage is an error
+    with cas.open(tmp_path / "s") as again:
+        again.objects.ensure_index()
+        with pytest.raises(cas.IntegrityError):
+            again.objects.get_object(d)
