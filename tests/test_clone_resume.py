@@ -82,7 +82,8 @@ def test_a_clone_of_another_store_or_a_store_in_use_is_still_refused(tmp_path: P
 
 @pytest.mark.slow  # a clone process of ~60 MiB, killed while it copies
 def test_a_killed_clone_completes_when_run_again(tmp_path: Path) -> None:
-    values = _source(tmp_path / "src", artifacts=12, size=5 << 20)
+    # 120 MiB: more than one pack (64 MiB each), so a kill once the first is in place interrupts the copy
+    values = _source(tmp_path / "src", artifacts=24, size=5 << 20)
     cli = str(Path(sys.executable).parent / "cas")
     target = tmp_path / "copy"
     process = subprocess.Popen([cli, "clone", str(tmp_path / "src"), str(target)], start_new_session=True)
