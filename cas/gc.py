@@ -37,10 +37,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from cas import codec, visualrecords
-from cas.backends.base import Backend, ListedKey
+from cas.backends.base import Backend, ListedKey, each_request
 from cas.backends.local import LocalBackend
 from cas.consolidate import ConsolidationReport, consolidate
 from cas.errors import (
@@ -99,9 +99,6 @@ class GraceExceededWarning(UserWarning):
     """A gc pass outlived its grace period and stopped deleting (run it again, or raise the grace)."""
 
 
-T = TypeVar("T")
-
-
 def grace_seconds(grace: float | timedelta | None, default: float) -> float:
     if grace is None:
         return default
@@ -146,7 +143,6 @@ def mark(
             continue
         artifacts.setdefault(record.target, key)
     pending = list(run_index.newest())
-    reads = _Reads(objects)
     with Phase(progress, "marking runs", len(pending)) as bar:
         while pending:  # level by level: the runs cached ones came from are read in the next round
             wave = [h for h in dict.fromkeys(pending) if h not in marks.runs]
@@ -154,7 +150,8 @@ def mark(
                 bar.advance()  # (already marked: counted all the same)
             pending = []
             marks.runs.update(wave)
-            for run_hash, found in zip(wave, reads.each(wave, _read_run), strict=True):
+            runs = each_request(objects.backend, lambda h: _read_run(objects, h), wave)
+            for run_hash, found in zip(wave, runs, strict=True):
                 bar.advance()
                 if isinstance(found, CasError):
                     marks.missing.append(f"run {short(run_hash)} ({found})")
@@ -168,27 +165,12 @@ def mark(
                     bar.add_to_total(1)
     with Phase(progress, "marking artifacts", len(artifacts)) as bar:
         wanted = [a for a in artifacts if a not in marks.objects]
-        for artifact, read in zip(wanted, reads.each(wanted, _read_artifact), strict=True):
+        found_all = each_request(objects.backend, lambda a: _read_artifact(objects, a), wanted)
+        for artifact, got in zip(wanted, found_all, strict=True):
             bar.advance()
-            _mark_artifact(artifact, artifacts[artifact], read, marks)
+            _mark_artifact(artifact, artifacts[artifact], got, marks)
     _mark_visualizations(objects.backend, marks)
     return marks
-
-
-class _Reads:
-    """Reads for the mark phase: one after another on a local disk, side by side on an object store."""
-
-    THREADS = 16
-
-    def __init__(self, objects: ObjectStore) -> None:
-        self.objects = objects
-        self.parallel = not objects.backend.cheap_exists
-
-    def each(self, digests: list[bytes], read: Callable[[ObjectStore, bytes], T]) -> Iterator[T]:
-        if not self.parallel or len(digests) < 2:
-            return (read(self.objects, d) for d in digests)
-        with ThreadPoolExecutor(min(self.THREADS, len(digests)), thread_name_prefix="cas-gc-mark") as pool:
-            return iter(list(pool.map(lambda d: read(self.objects, d), digests)))
 
 
 def _read_run(objects: ObjectStore, run_hash: bytes) -> Run | CasError:

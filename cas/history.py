@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 from cas import keys, steps
 from cas import lineage as lineage_walk
 from cas.artifacts import Ref, RefLike, is_complete, ref_of, resolve
+from cas.backends.base import each_request
 from cas.errors import (
     CasError,
     CorruptObjectError,
@@ -290,11 +291,7 @@ def _version_logs(repo: Repository, name: str, numbers: list[int], skipped: list
             found.append((number, record))
     mine: list[str] = []
     targets = sorted({record.target for _, record in found})  # versions of one artifact share its producer
-    if repo.backend.cheap_exists or len(targets) < 2:
-        made = [producer_of(repo, target, mine) for target in targets]
-    else:
-        with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(targets)), thread_name_prefix="cas-log") as pool:
-            made = list(pool.map(lambda target: producer_of(repo, target, mine), targets))
+    made = each_request(repo.backend, lambda target: producer_of(repo, target, mine), targets, threads=READ_THREADS)
     skipped.extend(mine)
     runs = dict(zip(targets, made, strict=True))
     return [VersionLog(ref_of(name, record), record.created, runs[record.target]) for _, record in found]

@@ -15,12 +15,12 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from contextlib import contextmanager
-from typing import NamedTuple, TypeVar, overload
+from typing import NamedTuple, overload
 
 from cas import codec
-from cas.backends.base import Backend, Buffer, Sink
+from cas.backends.base import Backend, Buffer, Sink, each_request
 from cas.chunktables import ChunkTable
 from cas.errors import (
     AmbiguousRefError,
@@ -53,9 +53,6 @@ PACK_TRAILER_MAGIC = b"CASPACK1"
 SMALL_REWRITE = 64 << 10
 # Single table lookups a locate_many makes (each loading the index of the pack it finds) before it looks up in bulk.
 _SINGLE_LOOKUPS = 16
-#: Threads that read the index files of packs new to a listing.
-_INDEX_READERS = 16
-T = TypeVar("T")
 # Rows of pack indexes kept after table lookups led to their packs (about 200 bytes of memory each).
 _CACHED_ROWS = 1 << 18
 #: A writer folds the index files into a table once a listing finds more than this many.
@@ -505,8 +502,8 @@ class ObjectStore:
                     self._recent = {d: loc for d, loc in self._recent.items() if loc.pack not in gone}
                     self._loaded_indexes -= gone
             new = sorted(present - self._loaded_indexes)
-            read = self._read_in_parallel if not self.backend.cheap_exists else lambda f, ids: [f(i) for i in ids]
-            for pack_id, index in zip(new, read(self._try_pack_index, new), strict=True):
+            # (each_request's threads, not the executor's: they may be waiting for this listing)
+            for pack_id, index in zip(new, each_request(self.backend, self._try_pack_index, new), strict=True):
                 if isinstance(index, PackIndex):
                     self.register_pack(pack_id, index, written=False)
                     self.unreadable.pop(pack_id, None)
@@ -515,18 +512,6 @@ class ObjectStore:
             if self._open_tables(tables):
                 break
         self._index_ready = True
-
-    @staticmethod
-    def _read_in_parallel(read: Callable[[bytes], T], ids: list[bytes]) -> list[T]:
-        """``read`` of each id, side by side on threads of its own.
-
-        Not on the store's executor: a listing holds the refresh lock, and the
-        executor's threads may be the ones waiting for it.
-        """
-        if len(ids) <= 1:
-            return [read(i) for i in ids]
-        with ThreadPoolExecutor(min(_INDEX_READERS, len(ids)), thread_name_prefix="cas-index") as pool:
-            return list(pool.map(read, ids))
 
     def _open_tables(self, listed: set[bytes]) -> bool:
         """Keep the listed tables open; False if one vanished before it could be opened (list again)."""
@@ -666,8 +651,7 @@ class ObjectStore:
                 if pack_id in existing:
                     packs[pack_id] = entries
         recent = [pack_id for pack_id in self._loaded_indexes if pack_id in existing]
-        read = self._read_in_parallel if not self.backend.cheap_exists else lambda f, ids: [f(i) for i in ids]
-        for pack_id, index in zip(recent, read(self.read_pack_index, recent), strict=True):
+        for pack_id, index in zip(recent, each_request(self.backend, self.read_pack_index, recent), strict=True):
             packs[pack_id] = list(index.entries)
         return packs
 

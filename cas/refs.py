@@ -23,11 +23,10 @@ import math
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from cas import codec, lookalikes
-from cas.backends.base import Backend
+from cas.backends.base import Backend, each_request
 from cas.errors import (
     CasError,
     CorruptObjectError,
@@ -695,12 +694,7 @@ class RefStore:
             except CorruptObjectError as exc:
                 return exc
 
-        if self.backend.cheap_exists or len(keys) < 2:
-            found: Iterable[RefRecord | CorruptObjectError | None] = map(one, keys)
-        else:  # each read is a request: side by side
-            with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="cas-refs") as pool:
-                found = list(pool.map(one, keys))
-        for key, record in zip(keys, found, strict=True):
+        for key, record in zip(keys, each_request(self.backend, one, keys), strict=True):
             if record is not None:
                 yield key, record
 
@@ -805,10 +799,7 @@ class RefStore:
                 self._remember(key, record)
             return record
 
-        if self.backend.cheap_exists or len(wanted) < 2:
-            return [one(item) for item in wanted]
-        with ThreadPoolExecutor(max_workers=min(threads, len(wanted)), thread_name_prefix="cas-refs") as pool:
-            return list(pool.map(one, wanted))
+        return each_request(self.backend, one, wanted, threads=threads)
 
     def problems(self) -> list[str]:
         """What fsck reports as wrong with refs, one line each: label splits.

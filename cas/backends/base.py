@@ -12,9 +12,10 @@ from __future__ import annotations
 import builtins
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from cas.errors import InvalidArgumentError
 
@@ -91,6 +92,26 @@ class Sink(ABC):
     @abstractmethod
     def abort(self) -> None:
         """Discard everything written; the key never appears."""
+
+
+T = TypeVar("T")
+Item = TypeVar("Item")
+
+#: Calls made side by side where each is a request (``each_request``).
+REQUEST_THREADS = 16
+
+
+def each_request(
+    backend: Backend, call: Callable[[Item], T], items: Iterable[Item], *, threads: int = REQUEST_THREADS
+) -> builtins.list[T]:
+    """``call`` of each item, in order: one after another where a call is cheap (a disk), side by side
+    on threads of their own where each is a request (an object store; never the store's executor,
+    whose threads may be waiting for the caller)."""
+    items = builtins.list(items)
+    if backend.cheap_exists or len(items) < 2:
+        return [call(item) for item in items]
+    with ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="cas-requests") as pool:
+        return builtins.list(pool.map(call, items))
 
 
 class ListedKey(NamedTuple):
