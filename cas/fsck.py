@@ -283,10 +283,10 @@ def _sizes_checked(store: Repository, tree: Tree, what: str, report: FsckReport)
 def _check_whole_files(
     store: Repository, marks: Marks, report: FsckReport, *, repair: bool, progress: ProgressCallback | None
 ) -> None:
-    """Each chunked file's whole-file hash must be the hash of its chunks' concatenation; so must each chunk map's.
+    """Each whole-file hash (version-1 trees) must be the hash of its chunks' concatenation; so must each chunk map's.
 
-    A re-put trusts neither (it checks a chunk map against its own bytes), but a
-    tree or map whose chunks are other bytes than its hash says is damage or forgery.
+    Nothing this cas reads depends on them, but a tree or map whose chunks are
+    other bytes than its hash says is damage or forgery.
     """
     files: dict[FileChunks, list[str]] = {}
     for d, kind in list(marks.kinds.items()):
@@ -325,7 +325,7 @@ def _check_whole_files(
                 continue
             what = f"{', '.join(files[item])}" if item in files else f"chunk map {maps[item]}"
             report.corrupt.append(f"{what}: its chunks hash to {short(got)}, not to its file hash {short(item[0])}")
-            if item in maps and repair:  # a chunk map is a cache: a re-put rewrites it
+            if item in maps and repair:  # a chunk map is a cache older cas wrote
                 store.backend.delete(maps[item])
                 report.repaired.append(f"removed chunk map {maps[item]} whose chunks are other bytes")
 

@@ -6,7 +6,6 @@ A digest is 32 raw bytes inside cas and 64 lowercase hex digits in text.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 import blake3
 
@@ -30,19 +29,6 @@ def digest(data: bytes | bytearray | memoryview) -> bytes:
 def hasher() -> blake3.blake3:
     """An incremental BLAKE3 hasher on the calling thread (``update`` releases the GIL)."""
     return blake3.blake3()
-
-
-def digest_windows(
-    data: bytes | bytearray | memoryview, window: int, after: Callable[[int, int], None] | None = None
-) -> bytes:
-    """Digest ``data`` window by window, calling ``after(start, end)`` once each is hashed."""
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    for start in range(0, len(data), window):
-        end = min(start + window, len(data))
-        hasher.update(data[start:end])
-        if after is not None:
-            after(start, end)
-    return hasher.digest()
 
 
 def to_hex(raw: bytes) -> str:

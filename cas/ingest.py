@@ -27,7 +27,6 @@ REGIONS_AHEAD = 3
 
 ChunkRefs = list[tuple[bytes, int]]
 Release = Callable[[int, int], None]
-Visit = Callable[[int, int], None]
 
 
 class _PackBuilder:
@@ -113,17 +112,11 @@ class ChunkIngest:
         objects.ensure_index()  # load it here, not inside a pool thread
 
     # -- feeding -------------------------------------------------------------
-    def add_buffer(
-        self, view: memoryview, release: Release | None = None, visit: Visit | None = None
-    ) -> list[Future[ChunkRefs]]:
+    def add_buffer(self, view: memoryview, release: Release | None = None) -> list[Future[ChunkRefs]]:
         """Cut and store a buffer; the futures give its chunks in order.
 
         Regions are cut on the pool in parallel and stitched here, in order.
         ``release(start, end)`` is called once a stored range is no longer needed.
-        ``visit(start, end)`` is called here, in order, for each region once it is
-        cut and before its chunks are stored (and released): the caller hashes the
-        whole buffer there while the pool works, reading pages the cutting has
-        just read.
         """
         size = len(view)
         regions = [(s, min(s + REGION_BYTES, size)) for s in range(0, size, REGION_BYTES)]
@@ -138,8 +131,6 @@ class ChunkIngest:
                 launched += 1
             candidates = cutting.popleft().result()
             cuts = stitch(self._params, view, prev, end, candidates, end == size)
-            if visit is not None:
-                visit(regions[k][0], end)
             batch: list[memoryview] = []
             batch_start = prev
             for pos in cuts:

@@ -1,7 +1,7 @@
 """Every kind of typed record cas stores, each declared once (cas.schema) for both encoding and decoding.
 
 Each is a canonical msgpack map with ``type`` (the tag below) and ``v`` (its
-schema version, 1 for all); FORMAT.md gives the byte-level grammar. Decoding
+schema version: 1 for all, 1 or 2 for trees); FORMAT.md gives the byte-level grammar. Decoding
 checks every field before use and raises CorruptObjectError for anything else
 (UnsupportedFormatError, a subclass, for a ``v`` newer than this cas).
 
@@ -10,7 +10,7 @@ Objects, stored under the digest of their bytes (``.digest``: the id, computed f
 ==============  =====  ==============================================================
 type            v      class and meaning
 ==============  =====  ==============================================================
-tree            1      Tree: the files a materializer wrote, path -> size + chunks (or inline bytes)
+tree            1, 2   Tree: the files a materializer wrote, path -> size + chunks (or inline bytes)
 artifact        1      Artifact: a tree plus the Python type and materializer that wrote it
 run             1      Run: one execution of a step (or a recorded cache hit); always loose
 packindex       1      PackIndex: where each object sits in one pack; its digest is the pack id
@@ -20,7 +20,7 @@ Sealed files, stored under a key of their own with a checksum (cas.codec.seal):
 
 ==============  =====  ==============================================================
 ref             1      RefRecord: what a version, label or tag file holds
-chunkmap        1      ChunkMap: how a file with a given digest was cut (a cache)
+chunkmap        1      ChunkMap: how a file with a given digest was cut (a cache older cas wrote)
 visualizations  1      VisualizationRecord: the objects holding an artifact's visualizations
 ==============  =====  ==============================================================
 
@@ -40,8 +40,8 @@ from __future__ import annotations
 import re
 import time
 import unicodedata
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from itertools import starmap
 from operator import itemgetter
@@ -248,13 +248,17 @@ def check_chunks(chunks: tuple[tuple[bytes, int], ...], size: int, key: str) -> 
 
 @dataclass(frozen=True, slots=True)
 class FileEntry:
-    """One file of a tree: its bytes inline, or its hash and ordered (chunk hash, size) list."""
+    """One file of a tree: its bytes inline, or its ordered (chunk hash, size) list.
+
+    ``hash`` (BLAKE3 of the whole file) is held by chunked entries of version-1
+    trees only; a version-2 tree identifies a file by its chunk list alone.
+    """
 
     path: str
     size: int
     chunks: tuple[tuple[bytes, int], ...] = ()
     data: bytes | None = None
-    hash: bytes | None = None  # BLAKE3 of the whole file, for chunked files
+    hash: bytes | None = None  # BLAKE3 of the whole file, in version-1 trees
 
     INLINE: ClassVar[tuple[Field, ...]] = (
         Field("path", _tree_path),
@@ -264,15 +268,24 @@ class FileEntry:
     CHUNKED: ClassVar[tuple[Field, ...]] = (
         Field("path", _tree_path),
         Field("size", at_least(0)),
+        Field("chunks", CHUNKS),
+    )
+    CHUNKED_V1: ClassVar[tuple[Field, ...]] = (
+        Field("path", _tree_path),
+        Field("size", at_least(0)),
         Field("hash", DIGEST),
         Field("chunks", CHUNKS),
     )
 
     def to_value(self) -> dict[str, Any]:
-        return {f.name: f.value_of(self) for f in (self.INLINE if self.data is not None else self.CHUNKED)}
+        if self.data is not None:
+            fields = self.INLINE
+        else:
+            fields = self.CHUNKED if self.hash is None else self.CHUNKED_V1
+        return {f.name: f.value_of(self) for f in fields}
 
     @classmethod
-    def from_value(cls, value: Any, key: str) -> FileEntry:
+    def from_value(cls, value: Any, key: str, version: int = 2) -> FileEntry:
         if not isinstance(value, dict):
             raise corrupt(key, "tree entry is not a map")
         if "data" in value:
@@ -280,14 +293,19 @@ class FileEntry:
             if len(v["data"]) != v["size"] or v["size"] > INLINE_MAX:
                 raise corrupt(key, f"inline data of {v['path']!r} has the wrong size")
             return cls(v["path"], v["size"], data=v["data"])
-        v = check_fields(value, cls.CHUNKED, key, "tree entry")
+        v = check_fields(value, cls.CHUNKED_V1 if version == 1 else cls.CHUNKED, key, "tree entry")
         check_chunks(v["chunks"], v["size"], key)
-        return cls(v["path"], v["size"], v["chunks"], hash=v["hash"])
+        return cls(v["path"], v["size"], v["chunks"], hash=v.get("hash"))
 
 
 @closed  # FileEntry.INLINE and CHUNKED are closed fields (tests/test_get_decoding.py checks)
 def _tree_entry(value: Any, key: str, name: str) -> FileEntry:
     return FileEntry.from_value(value, key)
+
+
+@closed  # FileEntry.INLINE and CHUNKED_V1 are closed fields
+def _tree_entry_v1(value: Any, key: str, name: str) -> FileEntry:
+    return FileEntry.from_value(value, key, version=1)
 
 
 def _tree_rules(values: Mapping[str, Any], key: str) -> None:
@@ -302,23 +320,61 @@ def _tree_rules(values: Mapping[str, Any], key: str) -> None:
                 raise corrupt(key, f"tree has {'/'.join(parts[:i])!r} both as a file and a folder")
 
 
+def _entries_field(entry: Callable[[Any, str, str], FileEntry]) -> Field:
+    return Field("entries", list_of(entry), lambda t: [e.to_value() for e in t.entries])
+
+
+#: Version 1 trees: a chunked file also carries the BLAKE3 digest of its whole bytes.
+_TREE_V1 = Schema("tree", 1, (_entries_field(_tree_entry_v1),), _tree_rules)
+
+
 @dataclass(frozen=True)
 class Tree(StoredObject):
-    """The files of an artifact, sorted by path."""
+    """The files of an artifact, sorted by path.
+
+    ``version`` is the tree schema version. In version 1 every chunked entry
+    carries its whole-file ``hash``; cas still writes it when that costs
+    nothing (inline files and files of one chunk, whose digest is the file's),
+    so small artifacts keep their ids. A tree with a file of several chunks is
+    version 2: no entry has a ``hash``. Left out, the version follows the entries.
+    """
 
     entries: tuple[FileEntry, ...]
+    version: int = 0
 
-    schema = Schema(
-        "tree",
-        1,
-        (Field("entries", list_of(_tree_entry), lambda t: [e.to_value() for e in t.entries]),),
-        _tree_rules,
-    )
+    schema = Schema("tree", 2, (_entries_field(_tree_entry),), _tree_rules, older=(_TREE_V1,))
 
     def __post_init__(self) -> None:
         paths = [e.path for e in self.entries]
         if paths != sorted(set(paths)):
             raise ValueError("tree entries must be unique and sorted by path")
+        hashed = [e.hash is not None for e in self.entries if e.data is None]
+        version = self.version or (1 if all(hashed) else 2)
+        if version not in (1, 2) or (version == 2 and any(hashed)) or (version == 1 and not all(hashed)):
+            raise ValueError(
+                f"a version-{version} tree's chunked entries must {'' if version == 1 else 'not '}have a hash"
+            )
+        object.__setattr__(self, "version", version)
+
+    @classmethod
+    def of(cls, entries: Iterable[FileEntry]) -> Tree:
+        """The tree a writer writes of these entries (FORMAT.md W25), sorted by path.
+
+        Version 1 if every entry that is not inline carries its ``hash``;
+        otherwise version 2, with every ``hash`` left out.
+        """
+        ordered = sorted(entries, key=lambda e: e.path)
+        if all(e.data is not None or e.hash is not None for e in ordered):
+            return cls(tuple(ordered), version=1)
+        return cls(tuple(e if e.hash is None else replace(e, hash=None) for e in ordered), version=2)
+
+    def to_bytes(self) -> bytes:
+        return (_TREE_V1 if self.version == 1 else self.schema).encode(self)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview, *, key: str | None = None) -> Tree:
+        version, values = cls.schema.decode_versioned(data, key or "tree")
+        return cls(**values, version=version)
 
     @property
     def size(self) -> int:

@@ -35,7 +35,6 @@ from cas.keys import (
     INDEX_FOLDER,
     PACKS_FOLDER,
     TABLES_FOLDER,
-    chunkmap_key,
     index_key,
     object_folder,
     object_key,
@@ -46,7 +45,7 @@ from cas.keys import (
     parse_table_key,
     table_key,
 )
-from cas.objects import ChunkMap, PackEntry, PackIndex
+from cas.objects import PackEntry, PackIndex
 
 PACK_TRAILER_MAGIC = b"CASPACK1"
 # Objects up to this size are rewritten rather than checked first where checking is a request.
@@ -69,7 +68,6 @@ _TRAILER_READ = 64 << 10
 MAX_EXPANSION = 256
 EXPANSION_ALLOWANCE = 512 << 20
 # Chunk maps a process keeps after cutting or verifying them (a 1 GiB file's is ~0.5 MiB of memory).
-_TRUSTED_MAPS = 64
 
 
 class ChunkLocation(NamedTuple):
@@ -123,9 +121,6 @@ class ObjectStore:
         #: Called after a listing finds more than AUTO_CONSOLIDATE index files, in a process that
         #: has written packs: the repository folds them into a table (stores at format 2 only).
         self.on_many_recent: Callable[[], None] | None = None
-        # Chunk maps in the store are anyone's claim; these were cut or verified by this process.
-        self._trusted_maps: OrderedDict[bytes, ChunkMap] = OrderedDict()
-        self._trusted_lock = threading.Lock()
 
     # -- loose objects -------------------------------------------------------
     def put_object(self, raw: Buffer, *, compress: bool | None = None, loose: bool = False) -> bytes:
@@ -294,47 +289,6 @@ class ObjectStore:
         if len(found) > 1:
             raise AmbiguousRefError(f"hash prefix {prefix!r} matches {len(found)} objects")
         return bytes.fromhex(found.pop())
-
-    # -- chunk maps ------------------------------------------------------------
-    def write_chunkmap(self, chunkmap: ChunkMap) -> None:
-        """Remember how a file was cut, so an identical re-put can skip cutting it."""
-        payload = chunkmap.to_bytes()
-        key = chunkmap_key(chunkmap.hash)
-        with backend_errors(key):
-            self.backend.write(key, codec.seal(payload))  # not named by its own hash: sealed
-        self.trust_chunkmap(chunkmap)
-
-    def trust_chunkmap(self, chunkmap: ChunkMap) -> None:
-        """Keep a chunk map this process cut or verified itself, for re-puts in this process."""
-        with self._trusted_lock:
-            self._trusted_maps[chunkmap.hash] = chunkmap
-            self._trusted_maps.move_to_end(chunkmap.hash)
-            while len(self._trusted_maps) > _TRUSTED_MAPS:
-                self._trusted_maps.popitem(last=False)
-
-    def trusted_chunkmap(self, file_hash: bytes, size: int) -> ChunkMap | None:
-        """A chunk map this process wrote or verified (its chunks may have gone since: freshen them)."""
-        with self._trusted_lock:
-            found = self._trusted_maps.get(file_hash)
-        return found if found is not None and found.size == size else None
-
-    def read_chunkmap(self, file_hash: bytes, size: int) -> ChunkMap | None:
-        """The chunk map of a file, if one exists, is intact and all its chunks are stored."""
-        key = chunkmap_key(file_hash)
-        try:
-            with backend_errors(key):
-                data = self.backend.read(key)
-        except FileNotFoundError:
-            return None
-        try:
-            found = ChunkMap.from_bytes(codec.unseal(data, key=key), key=key)
-        except CorruptObjectError:
-            return None  # a damaged cache entry only costs a re-cut
-        if found.hash != file_hash or found.size != size:
-            return None
-        if not all(self.knows_chunk(d) or self.has_object(d) for d, _ in found.chunks):
-            return None
-        return found
 
     # -- chunk index ---------------------------------------------------------
     # Three parts, looked up in this order: the recent part (every ``index/<pack>`` file,

@@ -285,6 +285,8 @@ class Schema:
     version: int
     fields: tuple[Field, ...]
     rules: Callable[[Mapping[str, Any], str], None] | None = None
+    #: Earlier versions of the kind that readers still decode (each with the fields it had).
+    older: tuple[Schema, ...] = ()
     #: Every field's check is closed: decoding proves canonical form by one re-encoding (module docstring).
     closed: bool = field(init=False)
 
@@ -299,6 +301,10 @@ class Schema:
 
     def decode(self, data: bytes | bytearray | memoryview, key: str) -> dict[str, Any]:
         """Field name -> checked value, from canonical bytes; CorruptObjectError for anything else."""
+        return self.decode_versioned(data, key)[1]
+
+    def decode_versioned(self, data: bytes | bytearray | memoryview, key: str) -> tuple[int, dict[str, Any]]:
+        """The schema version the bytes declare (this one or one of ``older``) and their checked fields."""
         value = _unpack(data, key) if self.closed else canonical.decode(data, key=key)
         if not isinstance(value, dict):
             raise corrupt(key, "object is not a map")
@@ -309,6 +315,9 @@ class Schema:
             why = f"{self.tag} schema version {version} is newer than this cas: upgrade cas"
             raise UnsupportedFormatError(f"{key}: {why}", key=key)
         if version != self.version or isinstance(version, bool):
+            for old in self.older:
+                if version == old.version and not isinstance(version, bool):
+                    return old.version, old.decode(data, key)
             raise corrupt(key, f"unknown {self.tag} schema version {str(version)[:40]!r}")
         body = {k: v for k, v in value.items() if k not in ("type", "v")}
         values = check_fields(body, self.fields, key, self.tag)
@@ -321,4 +330,4 @@ class Schema:
                 raise corrupt(key, "not in canonical form")
         if self.rules is not None:
             self.rules(values, key)
-        return values
+        return self.version, values

@@ -19,22 +19,20 @@ from cas.errors import (
     InvalidNameError,
     SourceNotFoundError,
 )
-from cas.hashing import digest, digest_windows, hasher, short
+from cas.hashing import short
 from cas.ingest import ChunkIngest, ChunkRefs, Release
-from cas.objects import INLINE_MAX, ChunkMap, FileEntry, Tree, check_portable_path
+from cas.objects import INLINE_MAX, FileEntry, Tree, check_portable_path
 from cas.objectstore import ObjectStore
 
 # Files up to this size are one loose object; larger ones are cut into packed chunks.
 SMALL_MAX = 1 << 20
-_HASH_WINDOW = 64 << 20
 
 
 class _Pending:
     """A large file whose chunks are still being stored."""
 
-    def __init__(self, size: int, file_hash: bytes, futures: list[Future[ChunkRefs]]) -> None:
+    def __init__(self, size: int, futures: list[Future[ChunkRefs]]) -> None:
         self.size = size
-        self.hash = file_hash
         self.futures = futures
 
 
@@ -87,60 +85,21 @@ class TreeWriter:
         self._write_large(path, memoryview(mapped), release)
 
     def _write_large(self, path: str, view: memoryview, release: Release | None) -> None:
-        if not self._may_be_stored(view):
-            # New bytes (their first chunk is not in the store, so no chunk map can serve
-            # them): hash the whole file here, region by region as the pool cuts it, rather
-            # than before the cutting starts, so that no core waits for the other.
-            if self._ingest is None:
-                self._ingest = ChunkIngest(self._objects, self._params)
-            whole = hasher()
-
-            def visit(start: int, end: int) -> None:
-                whole.update(view[start:end])
-
-            futures = self._ingest.add_buffer(view, release, visit)
-            self._pending[path] = _Pending(len(view), whole.digest(), futures)
-            return
-        file_hash = digest(view) if release is None else digest_windows(view, _HASH_WINDOW, release)
-        known = self._objects.trusted_chunkmap(file_hash, len(view))
-        if known is None:
-            known = self._objects.read_chunkmap(file_hash, len(view))
-            # A stored chunk map is anyone's claim: it is used only if its chunks are exactly these bytes.
-            if known is not None and _map_matches(self._objects, view, known.chunks):
-                self._objects.trust_chunkmap(known)
-            else:
-                known = None  # cut the file as if there were no map (the put then writes a true one)
-        # The same bytes were stored before: nothing to cut, unless gc took some of them meanwhile.
-        if known is not None and not self._objects.freshen_chunks({d for d, _ in known.chunks}):
-            self._done[path] = FileEntry(path, len(view), known.chunks, hash=file_hash)
-            return
+        # Cut, hashed and stored chunk by chunk; chunks the store holds already are only freshened.
         if self._ingest is None:
             self._ingest = ChunkIngest(self._objects, self._params)
-        self._pending[path] = _Pending(len(view), file_hash, self._ingest.add_buffer(view, release))
-
-    def _may_be_stored(self, view: memoryview) -> bool:
-        """Whether the first chunk of these bytes is stored: if not, neither is any chunk map for them.
-
-        (A chunk map is used only when all its chunks are stored, and the first
-        chunk of the same bytes is always cut the same way.) Costs one cut and one
-        hash of at most ``max_size`` bytes.
-        """
-        # Cut on its own, the first chunk of a prefix longer than the largest chunk is the true first chunk.
-        first = next(iter(self._params.cutter().cut_buf(view[: 2 * self._params.max_size])))
-        d = digest(view[: first.length])
-        return self._objects.has_any(d)
+        self._pending[path] = _Pending(len(view), self._ingest.add_buffer(view, release))
 
     def finish(self) -> Tree:
         """Wait for every chunk to be stored, then build the tree."""
         try:
             if self._ingest is not None:
                 self._ingest.finish()
-            entries = dict(self._done)
+            entries = list(self._done.values())
             for path, pending in self._pending.items():
                 chunks = tuple(ref for future in pending.futures for ref in future.result())
-                entries[path] = FileEntry(path, pending.size, chunks, hash=pending.hash)
-                self._objects.write_chunkmap(ChunkMap(pending.hash, pending.size, chunks))
-            return Tree(tuple(entries[p] for p in sorted(entries)))
+                entries.append(FileEntry(path, pending.size, chunks))  # no whole-file digest: a version-2 tree
+            return Tree.of(entries)
         finally:
             self._close_maps()
 
@@ -172,29 +131,6 @@ def _releaser(mapped: mmap.mmap) -> Release:
             pass  # only a memory hint
 
     return release
-
-
-_VERIFY_GROUP = 16 << 20
-
-
-def _map_matches(objects: ObjectStore, view: memoryview, chunks: tuple[tuple[bytes, int], ...]) -> bool:
-    """Whether the chunks of a map hash to the spans of ``view`` they claim (hashed on the pool)."""
-    groups: list[list[tuple[int, int, bytes]]] = [[]]
-    offset = filled = 0
-    for d, n in chunks:
-        groups[-1].append((offset, n, d))
-        offset += n
-        filled += n
-        if filled >= _VERIFY_GROUP:
-            groups.append([])
-            filled = 0
-    if offset != len(view):
-        return False
-
-    def check(group: list[tuple[int, int, bytes]]) -> bool:
-        return all(digest(view[start : start + n]) == d for start, n, d in group)
-
-    return all(objects.executor.map(check, groups))
 
 
 def check_expansion(objects: ObjectStore, tree: Tree) -> None:

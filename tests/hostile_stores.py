@@ -32,8 +32,9 @@ import numpy as np
 import cas
 from cas import canonical, codec, steps
 from cas.hashing import digest
+from cas.keys import chunkmap_key
 from cas.objects import Artifact, ChunkMap, FileEntry, RefRecord, Tree
-from cas.objectstore import chunkmap_key, object_key
+from cas.objectstore import object_key
 from cas.refs import names_key
 from cas.runs import Run
 from materializers import valuecodec
@@ -96,7 +97,7 @@ class Hostile:
 
     def tree(self, entries: list[FileEntry]) -> bytes:
         unique = {e.path: e for e in entries}
-        return self.obj(Tree(tuple(unique[p] for p in sorted(unique))).to_bytes())
+        return self.obj(Tree.of(unique.values()).to_bytes())
 
     def artifact(self, tree: bytes, *, materializer: str = "cas.bytes", python_type: str = "builtins.bytes",
                  size: int = 0, metadata: dict[str, Any] | None = None) -> bytes:  # fmt: skip

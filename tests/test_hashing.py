@@ -12,13 +12,6 @@ def test_digest_is_blake3_of_the_bytes() -> None:
     assert hashing.digest(memoryview(big)) == hashing.digest(big)
 
 
-def test_windowed_digest_matches_and_reports_windows() -> None:
-    data = bytes(range(256)) * 4000
-    seen: list[tuple[int, int]] = []
-    assert hashing.digest_windows(data, 100_000, lambda a, b: seen.append((a, b))) == hashing.digest(data)
-    assert seen[0] == (0, 100_000) and seen[-1][1] == len(data)
-
-
 def test_hex_spelling() -> None:
     d = hashing.digest(b"x")
     text = hashing.to_hex(d)

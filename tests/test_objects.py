@@ -30,6 +30,68 @@ def test_golden_tree_and_artifact_hashes() -> None:
 
 
 GOLDEN_TREE = "ad679ade1190ed71c86a876b3bb4084b2fb616c5798316108d553cb58e8ebe08"
+
+
+def test_golden_version_2_tree() -> None:
+    # A version-2 tree (what cas writes since FORMAT Versions 21): no whole-file digest in chunked entries.
+    tree = Tree((FileEntry("a/big.bin", 10, ((H, 4), (H, 6))), FileEntry("small.txt", 5, data=b"hello")))
+    assert tree.version == 2
+    data = tree.to_bytes()
+    assert canonical.decode(data) == {
+        "type": "tree",
+        "v": 2,
+        "entries": [
+            {"path": "a/big.bin", "size": 10, "chunks": [[H, 4], [H, 6]]},
+            {"path": "small.txt", "size": 5, "data": b"hello"},
+        ],
+    }
+    assert to_hex(digest(data)) == GOLDEN_TREE_V2
+    assert Tree.from_bytes(data) == tree
+
+
+GOLDEN_TREE_V2 = "93f5a329c25f79f61ae7b2f0a0187cb685aedefeb0811307ef1b8bae1ff9625f"
+
+
+def test_a_version_1_tree_reads_back_and_keeps_its_bytes() -> None:
+    # Stores written before version 2 hold such trees: they decode as version 1 and re-encode
+    # byte for byte (their digest is their id), whole-file digests included.
+    tree = sample_tree()
+    again = Tree.from_bytes(tree.to_bytes())
+    assert again.version == 1 and again.entries[0].hash == digest(b"whole")
+    assert again.to_bytes() == tree.to_bytes()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"type": "tree", "v": 2, "entries": [{"path": "f", "size": 1, "hash": H, "chunks": [[H, 1]]}]},
+        {"type": "tree", "v": 1, "entries": [{"path": "f", "size": 1, "chunks": [[H, 1]]}]},
+    ],
+    ids=["hash-in-v2", "no-hash-in-v1"],
+)
+def test_each_tree_version_has_exactly_its_fields(value: dict[str, object]) -> None:
+    with pytest.raises(CorruptObjectError, match="fields"):
+        Tree.from_bytes(canonical.encode(value))
+
+
+def test_a_tree_mixing_versions_can_not_be_made() -> None:
+    with pytest.raises(ValueError):
+        Tree((FileEntry("a", 10, ((H, 10),), hash=H), FileEntry("b", 10, ((H, 10),))))
+    with pytest.raises(ValueError):
+        Tree((FileEntry("a", 10, ((H, 10),), hash=H),), version=2)
+    with pytest.raises(ValueError):
+        Tree((FileEntry("a", 10, ((H, 10),)),), version=1)
+
+
+def test_small_files_keep_version_1_trees() -> None:
+    # Inline files and files of one chunk have their whole-file digest for free: such trees stay
+    # version 1, byte for byte what cas wrote before (small artifacts keep their ids).
+    inline_only = Tree((FileEntry("small.txt", 5, data=b"hello"),))
+    one_chunk = Tree((FileEntry("f", 10, ((H, 10),), hash=H),))
+    assert inline_only.version == one_chunk.version == 1
+    assert canonical.decode(inline_only.to_bytes())["v"] == 1
+
+
 GOLDEN_ARTIFACT = "14902e4dbb0715c0a917df54d508f56c686e0ac83f2158ab5fceab3b37c38d15"
 
 
@@ -53,7 +115,8 @@ def _tree_value(**entry: object) -> bytes:
 @pytest.mark.parametrize(
     "data",
     [
-        canonical.encode({"type": "tree", "v": 2, "entries": []}),  # unknown schema version
+        canonical.encode({"type": "tree", "v": 3, "entries": []}),  # unknown schema version
+        canonical.encode({"type": "tree", "v": 0, "entries": []}),
         canonical.encode({"type": "artifact", "v": 1, "entries": []}),  # wrong type tag
         canonical.encode([1, 2, 3]),  # not a map
         canonical.encode({"type": "tree", "v": 1, "entries": [], "extra": 1}),

@@ -1,10 +1,10 @@
 """The put side of large files (cas.trees, cas.ingest): what a put stores does not depend on how it is scheduled.
 
-A first put of new bytes hashes the whole file on the pool while its chunks are
-cut and stored; a put of bytes whose first chunk is stored hashes first and
-looks up a chunk map. Either way the tree must hold exactly the sequential cut
-of the bytes, each chunk's digest, and the whole-file digest. Every payload here
-is above the 1 MiB chunking threshold (SMALL_MAX), so each is cut into chunks.
+Regions are cut on the pool and stitched; batches of chunks are hashed and the
+new ones stored. The tree must hold exactly the sequential cut of the bytes and
+each chunk's digest (a version-2 tree: no whole-file digest, and no chunk map
+is read or written). Every payload here is above the 1 MiB chunking threshold
+(SMALL_MAX), so each is cut into chunks.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _packs(store: cas.Store) -> set[str]:
 
 def _check(entry: FileEntry, data: bytes, params: ChunkParams) -> None:
     assert entry.size == len(data)
-    assert entry.hash == digest(data)
+    assert entry.hash is None  # version-2 trees carry no whole-file digest
     assert entry.chunks == _expected_chunks(data, params)
 
 
@@ -68,9 +68,7 @@ def test_first_put_of_new_bytes_stores_the_sequential_cut(store: cas.Store) -> N
     data = os.urandom(40 << 20)  # several 16 MiB regions and 8 MiB batches
     entry = _write(store, data)
     _check(entry, data, store.repository.config.chunking)
-    # The chunk map of the first put is written under the whole-file hash computed on the pool.
-    found = store.repository.objects.read_chunkmap(digest(data), len(data))
-    assert isinstance(found, ChunkMap) and found.chunks == entry.chunks
+    assert not list(store.backend.list("chunkmaps/"))  # version 1 wrote one per file; nothing reads them now
 
 
 def test_first_put_of_a_file_stores_the_sequential_cut(store: cas.Store, tmp_path: Path) -> None:
@@ -83,12 +81,12 @@ def test_first_put_of_a_file_stores_the_sequential_cut(store: cas.Store, tmp_pat
     assert (tmp_path / "out.bin").read_bytes() == data
 
 
-def test_reput_in_a_new_handle_uses_the_chunk_map_and_writes_no_pack(store_url: str) -> None:
+def test_reput_in_a_new_handle_writes_no_pack(store_url: str) -> None:
     data = os.urandom(12 << 20)
     with cas.open(store_url) as store:
         first = _write(store, data)
         packs = _packs(store)
-    with cas.open(store_url) as store:  # a new handle trusts no chunk map yet: it verifies it
+    with cas.open(store_url) as store:  # cut and hashed again: every chunk is found stored
         again = _write(store, data)
         assert _packs(store) == packs
     assert again == first
@@ -161,47 +159,31 @@ def test_a_failing_ingest_raises_and_the_next_put_is_whole(
     _check(_write(store, data), data, repo.config.chunking)
 
 
-def test_new_bytes_skip_the_chunk_map_lookup_and_hash_beside_the_cutting(
-    store: cas.Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Before: every large put hashed the whole buffer, then looked for a chunk map, then cut.
-    # New bytes can have no usable map (their first chunk is not stored): no lookup, and the
-    # whole-file hash is taken region by region while the pool cuts (no whole-buffer digest).
+def test_a_put_ignores_a_chunk_map_an_older_cas_left(store: cas.Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Version 1 looked up chunk maps by whole-file digest to skip the cutting of a re-put. A
+    # version-2 put computes no whole-file digest: it neither reads nor writes a map, so even a
+    # lying one (planted here under the digest of the bytes) changes nothing.
+    from cas import codec
+    from cas.keys import chunkmap_key
+
     objects = store.repository.objects
-    backend = objects.backend
-    reads: list[str] = []
-    real_read = backend.read
+    data = os.urandom(12 << 20)
+    other = os.urandom(len(data))
+    lie = ChunkMap(digest(data), len(data), _expected_chunks(other, store.repository.config.chunking))
+    _write(store, other)
+    store.backend.write(chunkmap_key(digest(data)), codec.seal(lie.to_bytes()))
+    touched: list[str] = []
+    for name in ("read", "write"):
+        real = getattr(objects.backend, name)
 
-    def spy_read(key: str, *args: object, **kwargs: object) -> bytes:
-        reads.append(key)
-        return real_read(key, *args, **kwargs)  # type: ignore[arg-type]
+        def spy(key: str, *args: object, _real: object = real, **kwargs: object) -> object:
+            touched.append(key)
+            return _real(key, *args, **kwargs)  # type: ignore[operator]
 
-    monkeypatch.setattr(backend, "read", spy_read)
-    from cas import trees
-
-    whole: list[int] = []
-    real_digest, real_windows = trees.digest, trees.digest_windows
-
-    def spy(data: bytes | bytearray | memoryview) -> bytes:
-        if len(data) > SMALL_MAX:
-            whole.append(len(data))
-        return real_digest(data)
-
-    def spy_windows(data: memoryview, window: int, after: object = None) -> bytes:
-        whole.append(len(data))
-        return real_windows(data, window, after)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(trees, "digest", spy)
-    monkeypatch.setattr(trees, "digest_windows", spy_windows)
-    data = os.urandom(40 << 20)  # three 16 MiB regions
-    source = tmp_path / "big.bin"
-    source.write_bytes(data[::-1])
+        monkeypatch.setattr(objects.backend, name, spy)
     params = store.repository.config.chunking
     _check(_write(store, data), data, params)
-    _check(_write(store, source=source), data[::-1], params)
-    assert not [k for k in reads if k.startswith("chunkmaps/")]
-    assert whole == []
-    # The same bytes again: their first chunk is stored, so the file is hashed first and its map used.
     _check(_write(store, data), data, params)
-    _check(_write(store, source=source), data[::-1], params)
-    assert whole == [len(data), len(data)]
+    assert not [k for k in touched if k.startswith("chunkmaps/")]
+    ref = store.put(data, "data")
+    assert store.get(ref) == data

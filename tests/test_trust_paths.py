@@ -59,7 +59,7 @@ def plant(
 ) -> str:
     """Write a hash-valid artifact with these tree paths and metadata; return its hash."""
     entries = tuple(_stored_entry(store, p, files[p]) for p in sorted(files))
-    tree = Tree(entries)
+    tree = Tree.of(entries)
     tree_digest = store.objects.put_object(tree.to_bytes())
     artifact = Artifact(
         tree=tree_digest,
