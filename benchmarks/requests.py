@@ -75,8 +75,8 @@ def count_operations(url: str, where: str, work: Path, size: int, quick: bool,
                      options: dict[str, Any] | None = None, remote_url: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Every counted operation on the store at ``url`` (created here); returns one dict per operation."""
     c = _Counter(url, where, options)
-    runs = 24 if quick else 100  # (more than a page of 20)
-    names = 24 if quick else 100
+    runs = 21 if quick else 100  # (more than a page of 20)
+    names = 21 if quick else 100
     size = min(size, 8 << 20) if quick else size
     big = _random_file(work / "big.bin", size, seed=1)
     medium_size = min(size, 64 << 20)

@@ -19,8 +19,8 @@ def sync_workloads(work: Path, size: int, repeats: int) -> list[Row]:
     with server.aws_environment():
         prefix = f"s3://bench/{uuid.uuid4().hex}"
         return [
-            _ten_new_of_many(work, prefix, 100 if quick else 1000, repeats),
-            _no_change(work, prefix, 1000 if quick else 10_000, repeats),
+            _ten_new_of_many(work, prefix, 60 if quick else 1000, repeats),
+            _no_change(work, prefix, 600 if quick else 10_000, repeats),
         ]
 
 

@@ -187,6 +187,7 @@ def array_workload(work: Path, size: int, repeats: int) -> list[Row]:
     remove(stored)
 
     rows.append(_scaling(work, size, repeats))
+    rows += _ceilings(size, repeats)
     return rows
 
 
@@ -261,6 +262,80 @@ def _scaling(work: Path, size: int, repeats: int) -> Row:
         label, one / two, "x", speedups[0], speedups[-1], "one core", 1.0, one / two, ">= 1.8x", one / two >= 1.8,
         notes={"one_core_gbps": round(size / one / 1e9, 3), "two_core_gbps": round(size / two / 1e9, 3)},
     )  # fmt: skip
+
+
+_CEILING_CHILD = r"""
+import json, sys, threading, time
+import blake3
+import numpy as np
+size = int(sys.argv[1])
+src = np.random.default_rng(0).random(size // 8)
+dst = np.empty_like(src)
+raw = memoryview(src).cast("B")
+def copy(lo, hi):  # 1 MiB at a time, as a put writes its packs
+    for s in range(lo, hi, 1 << 17):
+        dst[s : min(s + (1 << 17), hi)] = src[s : min(s + (1 << 17), hi)]
+def blake(lo, hi):  # 80 KiB at a time, as a put hashes its chunks
+    for s in range(lo * 8, hi * 8, 80 << 10):
+        blake3.blake3(raw[s : min(s + (80 << 10), hi * 8)]).digest()
+out = {}
+for name, work in (("copy", copy), ("blake3", blake)):
+    work(0, len(src))  # every page touched once before timing
+    walls = []
+    for _ in range(3):
+        half = len(src) // 2
+        threads = [threading.Thread(target=work, args=(0, half)), threading.Thread(target=work, args=(half, len(src)))]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        walls.append(time.perf_counter() - start)
+    out[name] = sorted(walls)[1]
+print(json.dumps(out))
+"""
+
+
+def _ceilings(size: int, repeats: int) -> list[Row]:
+    """What two cores give over one on this machine for the put's two heaviest parts, alone.
+
+    Two threads copy memory (as writes to the page cache do), then hash 80 KiB
+    pieces with BLAKE3, pinned with taskset to one core, then two, alternated:
+    the 2-core/1-core ratio of a put can not exceed what these reach.
+    """
+    taskset = shutil.which("taskset")
+    if taskset is None or not {0, 1} <= os.sched_getaffinity(0):
+        return []
+    times: dict[str, dict[str, list[float]]] = {"0": {}, "0,1": {}}
+    for i in range(max(1, repeats if size > 32 << 20 else 1)):
+        for cores in list(times) if i % 2 == 0 else list(reversed(times)):
+            out = subprocess.run(
+                [taskset, "-c", cores, sys.executable, "-c", _CEILING_CHILD, str(size)],
+                capture_output=True, text=True, check=True, timeout=600,
+            )  # fmt: skip
+            for name, wall in json.loads(out.stdout).items():
+                times[cores].setdefault(name, []).append(wall)
+    rows = []
+    for name, what in (("copy", "memory copy"), ("blake3", "BLAKE3 of 80 KiB pieces")):
+        one, two = times["0"][name], times["0,1"][name]
+        speedups = sorted(a / b for a in one for b in two)
+        rows.append(
+            Row(
+                f"machine: {what}, 2 cores / 1 core",
+                median(one) / median(two),
+                "x",
+                speedups[0],
+                speedups[-1],
+                "one core",
+                1.0,
+                median(one) / median(two),
+                notes={
+                    "one_core_gbps": round(size / median(one) / 1e9, 3),
+                    "two_core_gbps": round(size / median(two) / 1e9, 3),
+                },
+            )  # fmt: skip
+        )
+    return rows
 
 
 WORKLOADS = {"array": array_workload}
