@@ -18,6 +18,9 @@ import pytest
 
 import cas
 from cas import codec
+from cas.hashing import digest
+from cas.keys import chunkmap_key
+from cas.objects import ChunkMap
 
 FLIPS_PER_LARGE_FILE = 40
 FOLDERS = ("objects/", "packs/", "index/", "refs/", "chunkmaps/", "cache/")
@@ -30,6 +33,10 @@ def _fill(url: str) -> tuple[dict[str, bytes], str]:
         for name, data in payloads.items():
             store.put(data, name)
         run = store.record_run(step="s", inputs={"x": "small"}, outputs={"y": "loose"})
+        # A chunk map, as cas wrote one per chunked file before tree version 2 (stores may hold them).
+        (entry,) = store._tree(store._artifact(store.resolve("packed"))).entries
+        chunkmap = ChunkMap(digest(payloads["packed"]), entry.size, entry.chunks)
+        store.backend.write(chunkmap_key(chunkmap.hash), codec.seal(chunkmap.to_bytes()))
     return payloads, run.id
 
 
