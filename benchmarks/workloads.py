@@ -12,9 +12,9 @@ Re-puts go into a store that holds the array already, through a new handle
 (as a new process would: the chunk map is verified again), and count the bytes
 the store grew by; the other sides write a whole new file, their reference.
 
-The put rows also compare with a *floor*: the chunker, BLAKE3 and the
-writes alone, without a store, on two threads: what any content-addressed
-put must spend.
+The put and get rows also compare with a *floor*: the chunker, BLAKE3 and
+the writes alone (for a get: the reads and BLAKE3 alone), without a store,
+on two threads: what any content-addressed, verified store must spend.
 
 The scaling row runs the put in child processes pinned with ``taskset`` to
 one core, then two, alternated: the target is at least 1.8x. Two machine rows
@@ -87,9 +87,10 @@ _FLOOR_REGION = 4 << 20
 def _floor_put(arr: np.ndarray, path: Path) -> None:
     """The least a content-addressed put must do, by the same libraries without a store: the floor.
 
-    Regions of 4 MiB, each cut with the store's chunker settings, each chunk
-    hashed with BLAKE3 and written to one file, on two threads (no index, no
-    stitching of the regions' cuts, no dedup lookups).
+    Regions of 4 MiB on two threads: each cut with the store's chunker
+    settings, each chunk hashed with BLAKE3, then the region written to one
+    file with one call (no index, no headers, no stitching of the regions'
+    cuts, no dedup lookups).
     """
     import blake3
 
@@ -100,15 +101,44 @@ def _floor_put(arr: np.ndarray, path: Path) -> None:
     def region(start: int) -> None:
         end = min(start + _FLOOR_REGION, len(view))
         for chunk in params.cutter().cut_buf(view[start:end]):
-            piece = view[start + chunk.offset : start + chunk.offset + chunk.length]
-            blake3.blake3(piece).digest()
-            os.pwrite(fd, piece, start + chunk.offset)
+            blake3.blake3(view[start + chunk.offset : start + chunk.offset + chunk.length]).digest()
+        os.pwrite(fd, view[start:end], start)
 
     try:
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(region, range(0, len(view), _FLOOR_REGION)))
     finally:
         os.close(fd)
+
+
+def _floor_get(path: Path) -> np.ndarray:
+    """The least a verified read must do, without a store: the floor of a get.
+
+    The array's bytes (a ``.npy`` file, past its header) read 1 MiB at a time
+    into a new array, each piece hashed with BLAKE3 in 80 KiB parts right after
+    its read, on two threads (no index, no headers, no plan).
+    """
+    import blake3
+
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+        offset = f.tell()
+        arr = np.empty(shape, dtype)
+        view = memoryview(arr).cast("B")
+        fd = f.fileno()
+
+        def region(start: int) -> None:
+            for a in range(start, min(start + _FLOOR_REGION, len(view)), 1 << 20):
+                piece = view[a : min(a + (1 << 20), len(view))]
+                os.preadv(fd, [piece], offset + a)
+                for b in range(0, len(piece), 80 << 10):
+                    blake3.blake3(piece[b : b + (80 << 10)]).digest()
+
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(region, range(0, len(view), _FLOOR_REGION)))
+    return arr
 
 
 def _loaders() -> dict[str, Callable[[Path], Any]]:
@@ -235,7 +265,7 @@ def _gets(work: Path, arr: np.ndarray, label: str, repeats: int) -> list[Row]:
     folder.mkdir(parents=True)
     for save in _savers(arr).values():
         save(folder)
-    loaders = _loaders()
+    loaders = {**_loaders(), "floor (read+BLAKE3)": lambda folder: _floor_get(folder / "a.npy")}
     walls: dict[str, list[float]] = {name: [] for name in loaders}
     for i in range(repeats):
         for name in list(loaders) if i % 2 == 0 else list(reversed(loaders)):
