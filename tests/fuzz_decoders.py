@@ -153,8 +153,10 @@ def seeds() -> list[bytes]:
     artifact = Artifact(ZERO, "builtins.bytes", "cas.bytes", "1", 10, {"length": 10}, {"user": [1, 2]})
     run = Run("step", ZERO, {"p": 1}, {"x": ZERO}, {"y": ZERO}, ZERO, 1.0, 2.0, "completed")
     meta = valuecodec.encode({"descr": "<f8", "shape": [2], "order": "C", "scalar": False, "subclass": None})
+    tree_v2 = Tree((FileEntry("a/b.bin", 20, ((ZERO, 10), (ZERO, 10))), FileEntry("c", 2, (), data=b"hi")))
     found = [
         tree.to_bytes(),
+        tree_v2.to_bytes(),
         artifact.to_bytes(),
         run.to_bytes(),
         PackIndex((PackEntry(ZERO, 0, 40, 24, 0),)).to_bytes(),
