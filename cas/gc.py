@@ -28,7 +28,6 @@ copy a concurrent repack writes.
 from __future__ import annotations
 
 import math
-import os
 import time
 import uuid
 import warnings
@@ -41,7 +40,6 @@ from typing import TYPE_CHECKING
 
 from cas import codec, visualrecords
 from cas.backends.base import Backend, ListedKey, each_request
-from cas.backends.local import LocalBackend
 from cas.consolidate import ConsolidationReport, consolidate
 from cas.errors import (
     BackendError,
@@ -340,12 +338,12 @@ class _Deleter:
     """Deletes unreachable files whose age the listing established, in batches, while the pass is in time.
 
     Before each batch it reads the storage clock again: once the pass has run
-    for longer than the grace period it deletes nothing more. On the local disk
-    each file of a batch is moved aside and checked again (``_delete_aside``), so
-    a writer's refresh after the listing keeps the file; on another backend whose
-    ``delete_if_old`` is its own, each file goes through it; elsewhere (object
-    stores) a batch goes out as one multi-object delete, right after the listing
-    of its shard.
+    for longer than the grace period it deletes nothing more. A backend with a
+    ``delete_many_if_old`` of its own (the local disk: each file moved aside and
+    checked again) takes the batch, so a writer's refresh after the listing
+    keeps the file; on another backend whose ``delete_if_old`` is its own, each
+    file goes through it; elsewhere (object stores) a batch goes out as one
+    multi-object delete, right after the listing of its shard.
     """
 
     def __init__(self, backend: Backend, report: GcReport, clock: StorageClock, start: float) -> None:
@@ -361,6 +359,7 @@ class _Deleter:
         # delete_if_old deletes at or before its cutoff; gc deletes only what is strictly older.
         self._inclusive = math.nextafter(self.cutoff, -math.inf)
         self.atomic = type(backend).delete_if_old is not Backend.delete_if_old
+        self.batched = type(backend).delete_many_if_old is not Backend.delete_many_if_old
         self.pending: list[tuple[Listed, str]] = []
 
     def old(self, item: Listed) -> bool:
@@ -402,8 +401,8 @@ class _Deleter:
             return
         if not self.in_time():
             raise _OutlivedGrace
-        if isinstance(self.backend, LocalBackend):
-            gone = _delete_aside(self.backend, [item.key for item, _ in items], self.cutoff)
+        if self.batched:
+            gone = self.backend.delete_many_if_old([item.key for item, _ in items], self._inclusive)
             for (item, kind), went in zip(items, gone, strict=True):
                 if went:
                     self._count(item, kind)
@@ -447,58 +446,6 @@ class _Deleter:
     def _count(self, item: Listed, kind: str) -> None:
         self.report.removed[kind] += 1
         self.report.freed[kind] += item.size
-
-
-def _delete_aside(backend: LocalBackend, keys: list[str], cutoff: float) -> list[bool | None]:
-    """The local disk's ``delete_if_old`` for a batch, without its per-call overhead.
-
-    Each file is moved into a folder of ``tmp/`` of its own, then its timestamp is
-    read: a writer's refresh either came before the move (the file goes back) or
-    finds no file (and the writer writes it anew). Per key: True if deleted,
-    False if kept (refreshed since the listing), None if already gone. Only for
-    files that are never read through the backend's cached descriptors (not packs).
-    """
-    root = backend.url
-    aside = backend.temp_path()
-    results: list[bool | None] = []
-    try:
-        os.mkdir(aside)
-        try:
-            for i, key in enumerate(keys):
-                path = os.path.join(root, key)
-                moved = f"{aside}/{i}"
-                try:
-                    os.rename(path, moved)
-                except (FileNotFoundError, NotADirectoryError):
-                    results.append(None)  # another pass removed it
-                    continue
-                try:
-                    try:
-                        stamp = os.lstat(moved).st_mtime
-                    except FileNotFoundError:  # another pass (grace 0) set it aside from our tmp/ folder
-                        results.append(None)
-                        continue
-                    if stamp >= cutoff:
-                        try:
-                            os.link(moved, path)  # back in place, unless a writer stored it again meanwhile
-                        except FileExistsError:
-                            pass
-                        results.append(False)
-                    else:
-                        results.append(True)
-                finally:
-                    try:
-                        os.unlink(moved)
-                    except FileNotFoundError:
-                        pass
-        finally:
-            try:
-                os.rmdir(aside)
-            except OSError:
-                pass  # left for a later pass (tmp/ leftovers)
-    except OSError as exc:
-        raise BackendError(f"local store at {aside}: {exc.strerror or exc}") from exc
-    return results
 
 
 class _Sweeper:

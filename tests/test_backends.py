@@ -151,3 +151,16 @@ def test_delete_if_old_keeps_what_was_refreshed(backend: Backend) -> None:
         backend.delete_if_old("packs/ab/gone", cutoff)
     if isinstance(backend, LocalBackend):
         assert list(backend.list("tmp/")) == []  # nothing left aside
+
+
+def test_delete_many_if_old_says_per_key_what_it_did(backend: Backend) -> None:
+    for name in ("a", "b", "c"):
+        backend.write(f"objects/ab/{name}", name.encode())
+    cutoff = time.time() + 0.5
+    time.sleep(2.1)  # object stores keep whole seconds
+    backend.touch("objects/ab/b")  # refreshed after gc looked: kept
+    got = backend.delete_many_if_old(["objects/ab/a", "objects/ab/b", "objects/ab/gone", "objects/ab/c"], cutoff)
+    assert got == [True, False, None, True]
+    assert sorted(backend.list("objects/")) == ["objects/ab/b"] and backend.read("objects/ab/b") == b"b"
+    if isinstance(backend, LocalBackend):
+        assert list(backend.list("tmp/")) == []  # nothing left aside

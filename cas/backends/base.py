@@ -224,6 +224,20 @@ class Backend(ABC):
         self.delete(key)
         return True
 
+    def delete_many_if_old(self, keys: Sequence[str], cutoff: float) -> builtins.list[bool | None]:
+        """``delete_if_old`` for each key: True if it went, False if kept (newer than ``cutoff``), None if absent.
+
+        Backends that can check and delete a batch more cheaply than key by key
+        (the local disk) override it; gc uses it when they do.
+        """
+        results: builtins.list[bool | None] = []
+        for key in keys:
+            try:
+                results.append(self.delete_if_old(key, cutoff))
+            except FileNotFoundError:
+                results.append(None)
+        return results
+
     @abstractmethod
     def size(self, key: str) -> int:
         """Size of the value at ``key`` in bytes."""

@@ -376,6 +376,50 @@ class LocalBackend(Backend):
         finally:
             os.unlink(aside)
 
+    def delete_many_if_old(self, keys: Sequence[str], cutoff: float) -> builtins.list[bool | None]:
+        """``delete_if_old`` for a batch, with one folder of ``tmp/`` for all and no per-call overhead."""
+        aside = self.temp_path()
+        results: builtins.list[bool | None] = []
+        try:
+            os.mkdir(aside)
+            try:
+                for i, key in enumerate(keys):
+                    results.append(self._delete_aside(key, f"{aside}/{i}", cutoff))
+            finally:
+                try:
+                    os.rmdir(aside)
+                except OSError:
+                    pass  # left for a later pass (tmp/ leftovers)
+        except OSError as exc:
+            raise BackendError(f"local store at {aside}: {exc.strerror or exc}") from exc
+        return results
+
+    def _delete_aside(self, key: str, moved: str, cutoff: float) -> bool | None:
+        """Move the file to ``moved``, then look at its timestamp (see ``delete_if_old``); None if absent."""
+        path = self._path(key)
+        try:
+            os.rename(path, moved)
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # another pass removed it
+        self._forget_fd(key)
+        try:
+            try:
+                stamp = os.lstat(moved).st_mtime
+            except FileNotFoundError:  # another pass (grace 0) set it aside from our tmp/ folder
+                return None
+            if stamp > cutoff:
+                try:
+                    os.link(moved, path)  # back in place, unless a writer stored it again meanwhile
+                except FileExistsError:
+                    pass
+                return False
+            return True
+        finally:
+            try:
+                os.unlink(moved)
+            except FileNotFoundError:
+                pass
+
     def _forget_fd(self, key: str) -> None:
         with self._fd_lock:
             held = self._fds.pop(key, None)
