@@ -67,7 +67,8 @@ _TRAILER_READ = 64 << 10
 #: 256 MiB is one 256 KiB chunk listed 1,024 times).
 MAX_EXPANSION = 256
 EXPANSION_ALLOWANCE = 512 << 20
-# Chunk maps a process keeps after cutting or verifying them (a 1 GiB file's is ~0.5 MiB of memory).
+#: Rows of verified pack indexes a process keeps for every store it opens (about 60 MiB at most).
+VERIFIED_ROWS = 1 << 18
 
 
 class ChunkLocation(NamedTuple):
@@ -75,6 +76,50 @@ class ChunkLocation(NamedTuple):
 
     pack: bytes
     entry: PackEntry
+
+
+class _VerifiedIndexes:
+    """Pack indexes this process has read and verified, by pack id, with their chunk locations.
+
+    A pack id is the digest of its index's bytes, so an index read once is the
+    same in every store and every handle: a store opened again in this process
+    (each step, each request of the UI, each new ``cas.open``) takes the ones
+    its listing names from here instead of reading and decoding each again.
+    Only indexes whose bytes hashed to their id get here.
+    """
+
+    def __init__(self, max_rows: int) -> None:
+        self._max_rows = max_rows
+        self._rows = 0
+        self._lock = threading.Lock()
+        self._found: OrderedDict[bytes, tuple[PackIndex, dict[bytes, ChunkLocation]]] = OrderedDict()
+
+    def get(self, pack_id: bytes) -> tuple[PackIndex, dict[bytes, ChunkLocation]] | None:
+        with self._lock:
+            found = self._found.get(pack_id)
+            if found is not None:
+                self._found.move_to_end(pack_id)
+            return found
+
+    def clear(self) -> None:
+        """Forget every index (what a new process starts with)."""
+        with self._lock:
+            self._found.clear()
+            self._rows = 0
+
+    def add(self, pack_id: bytes, index: PackIndex) -> tuple[PackIndex, dict[bytes, ChunkLocation]]:
+        locations = {e.digest: ChunkLocation(pack_id, e) for e in index.entries}
+        with self._lock:
+            if pack_id not in self._found and len(index.entries) <= self._max_rows:
+                self._found[pack_id] = (index, locations)
+                self._rows += len(index.entries)
+                while self._rows > self._max_rows:
+                    _, (dropped, _) = self._found.popitem(last=False)
+                    self._rows -= len(dropped.entries)
+        return index, locations
+
+
+_verified = _VerifiedIndexes(VERIFIED_ROWS)
 
 
 class ObjectStore:
@@ -456,10 +501,15 @@ class ObjectStore:
                     self._recent = {d: loc for d, loc in self._recent.items() if loc.pack not in gone}
                     self._loaded_indexes -= gone
             new = sorted(present - self._loaded_indexes)
+            known = {pack_id: found for pack_id in new if (found := _verified.get(pack_id)) is not None}
+            for pack_id, (_, locations) in known.items():
+                self._register(pack_id, locations, written=False)
+                self.unreadable.pop(pack_id, None)
+            new = [pack_id for pack_id in new if pack_id not in known]
             # (each_request's threads, not the executor's: they may be waiting for this listing)
             for pack_id, index in zip(new, each_request(self.backend, self._try_pack_index, new), strict=True):
                 if isinstance(index, PackIndex):
-                    self.register_pack(pack_id, index, written=False)
+                    self._register(pack_id, _verified.add(pack_id, index)[1], written=False)
                     self.unreadable.pop(pack_id, None)
                 else:
                     self.unreadable[pack_id] = index
@@ -554,11 +604,15 @@ class ObjectStore:
 
     def register_pack(self, pack_id: bytes, index: PackIndex, *, written: bool = True) -> None:
         """Add a pack to the recent part (``written``: this process wrote it, so it stays until forgotten)."""
+        self._register(pack_id, {e.digest: ChunkLocation(pack_id, e) for e in index.entries}, written=written)
+
+    def _register(self, pack_id: bytes, locations: dict[bytes, ChunkLocation], *, written: bool) -> None:
         with self._index_lock:
-            for entry in index.entries:
-                held = self._recent.get(entry.digest)
-                if held is None or held.pack in self._gone:
-                    self._recent[entry.digest] = ChunkLocation(pack_id, entry)
+            recent = self._recent
+            held = recent.keys() & locations.keys()
+            if held:  # a chunk in two packs stays where it was found first, unless that pack is gone
+                locations = {d: loc for d, loc in locations.items() if d not in held or recent[d].pack in self._gone}
+            recent.update(locations)
             self._loaded_indexes.add(pack_id)
             if written:
                 self._written.add(pack_id)
