@@ -92,9 +92,9 @@ class _VerifiedIndexes:
         self._max_rows = max_rows
         self._rows = 0
         self._lock = threading.Lock()
-        self._found: OrderedDict[bytes, tuple[PackIndex, dict[bytes, ChunkLocation]]] = OrderedDict()
+        self._found: OrderedDict[bytes, dict[bytes, ChunkLocation]] = OrderedDict()
 
-    def get(self, pack_id: bytes) -> tuple[PackIndex, dict[bytes, ChunkLocation]] | None:
+    def get(self, pack_id: bytes) -> dict[bytes, ChunkLocation] | None:
         with self._lock:
             found = self._found.get(pack_id)
             if found is not None:
@@ -107,16 +107,21 @@ class _VerifiedIndexes:
             self._found.clear()
             self._rows = 0
 
-    def add(self, pack_id: bytes, index: PackIndex) -> tuple[PackIndex, dict[bytes, ChunkLocation]]:
-        locations = {e.digest: ChunkLocation(pack_id, e) for e in index.entries}
+    def add(self, pack_id: bytes, index: PackIndex) -> dict[bytes, ChunkLocation]:
+        """The chunk locations of a verified index, kept for later handles."""
+        locations = _locations(pack_id, index)
         with self._lock:
-            if pack_id not in self._found and len(index.entries) <= self._max_rows:
-                self._found[pack_id] = (index, locations)
-                self._rows += len(index.entries)
+            if pack_id not in self._found and len(locations) <= self._max_rows:
+                self._found[pack_id] = locations
+                self._rows += len(locations)
                 while self._rows > self._max_rows:
-                    _, (dropped, _) = self._found.popitem(last=False)
-                    self._rows -= len(dropped.entries)
-        return index, locations
+                    _, dropped = self._found.popitem(last=False)
+                    self._rows -= len(dropped)
+        return locations
+
+
+def _locations(pack_id: bytes, index: PackIndex) -> dict[bytes, ChunkLocation]:
+    return {e.digest: ChunkLocation(pack_id, e) for e in index.entries}
 
 
 _verified = _VerifiedIndexes(VERIFIED_ROWS)
@@ -502,14 +507,14 @@ class ObjectStore:
                     self._loaded_indexes -= gone
             new = sorted(present - self._loaded_indexes)
             known = {pack_id: found for pack_id in new if (found := _verified.get(pack_id)) is not None}
-            for pack_id, (_, locations) in known.items():
+            for pack_id, locations in known.items():
                 self._register(pack_id, locations, written=False)
                 self.unreadable.pop(pack_id, None)
             new = [pack_id for pack_id in new if pack_id not in known]
             # (each_request's threads, not the executor's: they may be waiting for this listing)
             for pack_id, index in zip(new, each_request(self.backend, self._try_pack_index, new), strict=True):
                 if isinstance(index, PackIndex):
-                    self._register(pack_id, _verified.add(pack_id, index)[1], written=False)
+                    self._register(pack_id, _verified.add(pack_id, index), written=False)
                     self.unreadable.pop(pack_id, None)
                 else:
                     self.unreadable[pack_id] = index
@@ -604,7 +609,7 @@ class ObjectStore:
 
     def register_pack(self, pack_id: bytes, index: PackIndex, *, written: bool = True) -> None:
         """Add a pack to the recent part (``written``: this process wrote it, so it stays until forgotten)."""
-        self._register(pack_id, {e.digest: ChunkLocation(pack_id, e) for e in index.entries}, written=written)
+        self._register(pack_id, _locations(pack_id, index), written=written)
 
     def _register(self, pack_id: bytes, locations: dict[bytes, ChunkLocation], *, written: bool) -> None:
         with self._index_lock:

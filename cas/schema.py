@@ -317,8 +317,14 @@ class Schema:
         if version != self.version or isinstance(version, bool):
             for old in self.older:
                 if version == old.version and not isinstance(version, bool):
-                    return old.version, old.decode(data, key)
+                    if old.closed != self.closed:  # unpacked another way (tuples or lists)
+                        value = _unpack(data, key) if old.closed else canonical.decode(data, key=key)
+                    return old.version, old._checked(value, data, key)
             raise corrupt(key, f"unknown {self.tag} schema version {str(version)[:40]!r}")
+        return self.version, self._checked(value, data, key)
+
+    def _checked(self, value: dict[str, Any], data: bytes | bytearray | memoryview, key: str) -> dict[str, Any]:
+        """The fields of an unpacked object of this version, checked (canonical form too)."""
         body = {k: v for k, v in value.items() if k not in ("type", "v")}
         values = check_fields(body, self.fields, key, self.tag)
         if self.closed:
@@ -330,4 +336,4 @@ class Schema:
                 raise corrupt(key, "not in canonical form")
         if self.rules is not None:
             self.rules(values, key)
-        return self.version, values
+        return values

@@ -361,20 +361,10 @@ class LocalBackend(Backend):
     def delete_if_old(self, key: str, cutoff: float) -> bool:
         """Move the file aside, then look at its timestamp: a writer's refresh either came
         before the move (the file goes back) or finds no file (and the writer writes anew)."""
-        path = self._path(key)
-        aside = self.temp_path()
-        os.rename(path, aside)  # FileNotFoundError if it has gone already
-        self._forget_fd(key)
-        try:
-            if os.stat(aside).st_mtime > cutoff:
-                try:
-                    os.link(aside, path)  # back in place, unless a writer stored it again meanwhile
-                except FileExistsError:
-                    pass
-                return False
-            return True
-        finally:
-            os.unlink(aside)
+        went = self._delete_aside(key, self.temp_path(), cutoff)
+        if went is None:
+            raise FileNotFoundError(errno.ENOENT, "no such key", key)
+        return went
 
     def delete_many_if_old(self, keys: Sequence[str], cutoff: float) -> builtins.list[bool | None]:
         """``delete_if_old`` for a batch, with one folder of ``tmp/`` for all and no per-call overhead."""
