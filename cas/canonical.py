@@ -42,8 +42,8 @@ def _canonical(value: Any, depth: int) -> Any:
             t = type(item)
             if t is bytes or t is int or t is str:
                 out.append(item)
-            elif t is list and all(type(x) is bytes or type(x) is int for x in item):
-                out.append(item)
+            elif (t is list or t is tuple) and all(type(x) is bytes or type(x) is int for x in item):
+                out.append(item)  # (msgpack writes a tuple as an array, like a list)
             else:
                 out.append(_canonical(item, depth + 1))
         return out

@@ -21,15 +21,15 @@ import os
 import secrets
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from cas import codec
+from cas import codec, hashing
 from cas.buffers import filled_bytes
 from cas.errors import CorruptObjectError, IntegrityError, ObjectNotFoundError
-from cas.hashing import digest, short
+from cas.hashing import short
 from cas.keys import pack_key
 from cas.objects import FileEntry, PackEntry
 from cas.objectstore import ChunkLocation, ObjectStore, backend_errors, check_entry_header
@@ -62,47 +62,62 @@ class _Run:
     chunks: list[_Chunk]
 
 
-def _plan(objects: ObjectStore, entry: FileEntry) -> list[_Run]:
-    """The file's chunks as runs, each entry's size and codec checked against the tree before any read."""
-    index = objects.locate_many(d for d, _ in entry.chunks)
+Located = Mapping[bytes, ChunkLocation]
+
+
+def _planned_spans(objects: ObjectStore, entry: FileEntry, located: Located | None = None) -> Iterator[list[_Run]]:
+    """The file's chunks as runs, grouped into spans of about ``SPAN_BYTES``, planned as they are taken.
+
+    ``located``: where its chunks are, if the caller looked (``check_expansion``
+    did). Chunks in no known pack are looked for before the first span. Each
+    entry's size and codec are checked against the tree before its run is read.
+    """
+    index = objects.locate_many(d for d, _ in entry.chunks) if located is None else located
     if any(d not in index for d, _ in entry.chunks):
         index = _find_unplaced(objects, entry, index)
-    runs: list[_Run] = []
+    return _spans_of(entry, index)
+
+
+def _spans_of(entry: FileEntry, index: Located) -> Iterator[list[_Run]]:
+    span: list[_Run] = []
+    span_size = 0
     run: _Run | None = None
     offset = 0
     for d, size in entry.chunks:
         loc = index.get(d)
-        if loc is None:  # loose
-            runs.append(_Run(None, -1, 0, 0, offset, size, [(d, size, None)]))
-            run = None
+        e = None if loc is None else loc.entry
+        if e is not None and (e.raw_size != size or (e.codec == _RAW and e.stored != size + _HEADER)):
+            raise CorruptObjectError(
+                f"chunk {short(d)}: the tree says {size:,} bytes, its pack entry {e.raw_size:,} ({e.stored:,} stored)"
+            )
+        if (
+            e is not None
+            and run is not None
+            and run.end == e.offset
+            and run.pack == loc.pack  # type: ignore[union-attr]
+            and run.codec == e.codec
+            and run.size + size <= RUN_BYTES
+            and len(run.chunks) < MAX_RUN_CHUNKS
+        ):
+            run.chunks.append((d, size, e))
+            run.end += e.stored
+            run.size += size
         else:
-            e = loc.entry
-            if e.raw_size != size or (e.codec == _RAW and e.stored != size + _HEADER):
-                raise CorruptObjectError(
-                    f"chunk {short(d)}: the tree says {size:,} bytes, its pack entry {e.raw_size:,} "
-                    f"({e.stored:,} stored)"
-                )
-            if (
-                run is not None
-                and run.end == e.offset
-                and run.pack == loc.pack
-                and run.codec == e.codec
-                and run.size + size <= RUN_BYTES
-                and len(run.chunks) < MAX_RUN_CHUNKS
-            ):
-                run.chunks.append((d, size, e))
-                run.end += e.stored
-                run.size += size
+            if span_size >= SPAN_BYTES:
+                yield span
+                span, span_size = [], 0
+            if e is None:  # a loose chunk: a run of its own
+                run = _Run(None, -1, 0, 0, offset, size, [(d, size, None)])
             else:
-                run = _Run(loc.pack, e.codec, e.offset, e.offset + e.stored, offset, size, [(d, size, e)])
-                runs.append(run)
+                run = _Run(loc.pack, e.codec, e.offset, e.offset + e.stored, offset, size, [(d, size, e)])  # type: ignore[union-attr]
+            span.append(run)
+        span_size += size
         offset += size
-    return runs
+    if span:
+        yield span
 
 
-def _find_unplaced(
-    objects: ObjectStore, entry: FileEntry, index: dict[bytes, ChunkLocation]
-) -> dict[bytes, ChunkLocation]:
+def _find_unplaced(objects: ObjectStore, entry: FileEntry, index: Located) -> Located:
     """``index`` completed after looking again for chunks in no known pack; loose ones stay out of it.
 
     Raises ObjectNotFoundError (IntegrityError if some pack's index is unreadable) for a chunk found nowhere.
@@ -130,21 +145,6 @@ def _find_unplaced(
                 raise IntegrityError(f"chunk {short(d)} of {entry.path!r} can not be found: {why}")
             raise ObjectNotFoundError(f"chunk {short(d)} of {entry.path!r} is missing from the store")
     return index
-
-
-def _spans(runs: list[_Run]) -> list[list[_Run]]:
-    spans: list[list[_Run]] = []
-    current: list[_Run] = []
-    size = 0
-    for run in runs:
-        current.append(run)
-        size += run.size
-        if size >= SPAN_BYTES:
-            spans.append(current)
-            current, size = [], 0
-    if current:
-        spans.append(current)
-    return spans
 
 
 def _read_run(objects: ObjectStore, run: _Run, dest: memoryview) -> None:
@@ -175,23 +175,28 @@ def _read_pack(objects: ObjectStore, run: _Run, read: Callable[[str], int]) -> N
 
 def _read_raw_run(objects: ObjectStore, run: _Run, dest: memoryview) -> None:
     """One vectored read straight into the destination, then each chunk verified there."""
-    headers = bytearray(_HEADER * len(run.chunks))
+    chunks = run.chunks
+    headers = bytearray(_HEADER * len(chunks))
     slots = memoryview(headers)
     buffers: list[memoryview] = []
     views: list[memoryview] = []
-    pos = 0
-    for i, (_, size, _) in enumerate(run.chunks):
+    pos = slot = 0
+    for _, size, _ in chunks:  # (one pass per chunk of every get: kept to plain operations)
         view = dest[pos : pos + size]
         pos += size
         views.append(view)
-        buffers += (slots[i * _HEADER : (i + 1) * _HEADER], view)
+        buffers.append(slots[slot : slot + _HEADER])
+        buffers.append(view)
+        slot += _HEADER
     _read_pack(objects, run, lambda key: objects.backend.readv(key, run.start, buffers))
     # The common case costs one comparison for all headers and one per hash; the diagnosis runs on a mismatch.
-    if headers != b"".join([codec.pack_header(_RAW, size) for _, size, _ in run.chunks]):
+    pack, magic, version = codec.HEADER.pack, codec.MAGIC, codec.FORMAT_VERSION
+    if headers != b"".join([pack(magic, version, _RAW, 0, size) for _, size, _ in chunks]):
         _diagnose_headers(run, headers)
-    for view, (d, _, e) in zip(views, run.chunks, strict=True):
-        if digest(view) != d:
-            assert e is not None and run.pack is not None
+    blake3 = hashing.BLAKE3  # (chunks are at most 256 KiB: digest() would not thread them)
+    for view, (d, _, _) in zip(views, chunks, strict=True):
+        if blake3(view).digest() != d:
+            assert run.pack is not None
             codec.verify(view, d, key=f"chunk {short(d)} in pack {short(run.pack)}")
 
 
@@ -229,28 +234,32 @@ def _read_compressed_run(objects: ObjectStore, run: _Run, dest: memoryview) -> N
         pos += size
 
 
-def _in_parallel(objects: ObjectStore, spans: list[list[_Run]], work: Callable[[list[_Run]], None]) -> None:
+def _in_parallel(
+    objects: ObjectStore, entry: FileEntry, spans: Iterator[list[_Run]], work: Callable[[list[_Run]], None]
+) -> None:
     """``work(span)`` for every span, taken in turn by this thread and a few of the pool's.
 
-    The first error stops the others at their next span and is raised once all have stopped.
+    Spans are planned as they are taken (under the lock), so reading starts
+    after the first one is planned. The first error stops the others at their
+    next span and is raised once all have stopped.
     """
-    pending = iter(spans)
     lock = threading.Lock()
     failed = threading.Event()
 
     def drain() -> None:
         while not failed.is_set():
-            with lock:
-                span = next(pending, None)
-            if span is None:
-                return
             try:
+                with lock:
+                    span = next(spans, None)
+                if span is None:
+                    return
                 work(span)
             except BaseException:
                 failed.set()
                 raise
 
-    futures = [objects.executor.submit(drain) for _ in range(min(len(spans) - 1, _HELPERS))]
+    helpers = min(-(-entry.size // SPAN_BYTES) - 1, _HELPERS)
+    futures = [objects.executor.submit(drain) for _ in range(helpers)]
     error: BaseException | None = None
     try:
         drain()
@@ -264,29 +273,29 @@ def _in_parallel(objects: ObjectStore, spans: list[list[_Run]], work: Callable[[
         raise error
 
 
-def _retrying(objects: ObjectStore, work: Callable[[], None]) -> None:
-    """Run ``work``; if a pack vanished under it (gc repacked it), reload the index and run it again."""
+def _retrying(objects: ObjectStore, located: Located | None, work: Callable[[Located | None], None]) -> None:
+    """Run ``work(located)``; if a pack vanished under it (gc repacked it), reload the index and run it again."""
     try:
-        work()
+        work(located)
     except ObjectNotFoundError:
         objects.refresh_index()
-        work()
+        work(None)  # what was located may be what vanished: locate again
 
 
-def read_into(objects: ObjectStore, entry: FileEntry, dest: memoryview) -> None:
-    """Fill ``dest`` (exactly ``entry.size`` bytes) with the file's verified bytes."""
+def read_into(objects: ObjectStore, entry: FileEntry, dest: memoryview, located: Located | None = None) -> None:
+    """Fill ``dest`` (exactly ``entry.size`` bytes) with the file's verified bytes.
+
+    ``located``: where the file's packed chunks are, if the caller looked.
+    """
     if entry.data is not None:
         dest[:] = entry.data
         return
-    _retrying(objects, lambda: _read_into(objects, entry, dest))
 
-
-def _read_into(objects: ObjectStore, entry: FileEntry, dest: memoryview) -> None:
     def one(span: list[_Run]) -> None:
         for run in span:
             _read_run(objects, run, dest[run.offset : run.offset + run.size])
 
-    _in_parallel(objects, _spans(_plan(objects, entry)), one)
+    _retrying(objects, located, lambda where: _in_parallel(objects, entry, _planned_spans(objects, entry, where), one))
 
 
 def read_range(objects: ObjectStore, entry: FileEntry, start: int, end: int) -> bytes:
@@ -312,8 +321,8 @@ def read_range(objects: ObjectStore, entry: FileEntry, start: int, end: int) -> 
     return b"".join(parts)
 
 
-def read_bytes(objects: ObjectStore, entry: FileEntry) -> bytes:
-    """The file's bytes as one ``bytes`` object, allocated once."""
+def read_bytes(objects: ObjectStore, entry: FileEntry, located: Located | None = None) -> bytes:
+    """The file's bytes as one ``bytes`` object, allocated once (``located``: as for ``read_into``)."""
     if entry.data is not None:
         return entry.data
     if len(entry.chunks) == 1:
@@ -326,7 +335,7 @@ def read_bytes(objects: ObjectStore, entry: FileEntry) -> bytes:
 
     def fill(view: memoryview) -> None:
         _prefer_huge_pages(view)
-        read_into(objects, entry, view)
+        read_into(objects, entry, view, located)
 
     return filled_bytes(entry.size, fill)
 
@@ -363,7 +372,13 @@ def _prefer_huge_pages(view: memoryview) -> None:
 
 
 def restore_file(
-    objects: ObjectStore, entry: FileEntry, path: Path, *, executable: bool = False, durable: bool = False
+    objects: ObjectStore,
+    entry: FileEntry,
+    path: Path,
+    *,
+    executable: bool = False,
+    durable: bool = False,
+    located: Located | None = None,
 ) -> None:
     """Write the file to ``path`` atomically (a new file, then rename), in bounded memory.
 
@@ -376,7 +391,7 @@ def restore_file(
         if entry.data is not None:
             os.write(fd, entry.data)
         elif entry.chunks:
-            _retrying(objects, lambda: _restore_chunks(objects, entry, fd))
+            _retrying(objects, located, lambda where: _restore_chunks(objects, entry, fd, where))
         if durable:
             os.fsync(fd)
         os.close(fd)
@@ -404,7 +419,7 @@ def _create_temp(path: Path, mode: int) -> tuple[int, str]:
     raise FileExistsError(f"no free temporary name beside {path}")
 
 
-def _restore_chunks(objects: ObjectStore, entry: FileEntry, fd: int) -> None:
+def _restore_chunks(objects: ObjectStore, entry: FileEntry, fd: int, located: Located | None) -> None:
     """Each run read into a small buffer (it stays in the CPU's cache), verified, then written at its offset."""
 
     def one(span: list[_Run]) -> None:
@@ -416,4 +431,4 @@ def _restore_chunks(objects: ObjectStore, entry: FileEntry, fd: int) -> None:
             while written < run.size:
                 written += os.pwrite(fd, view[written:], run.offset + written)
 
-    _in_parallel(objects, _spans(_plan(objects, entry)), one)
+    _in_parallel(objects, entry, _planned_spans(objects, entry, located), one)

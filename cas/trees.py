@@ -5,6 +5,7 @@ from __future__ import annotations
 import mmap
 import os
 from concurrent.futures import Future
+from operator import itemgetter, ne
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,13 @@ from cas.errors import (
 from cas.hashing import short
 from cas.ingest import ChunkIngest, ChunkRefs, Release
 from cas.objects import INLINE_MAX, FileEntry, Tree, check_portable_path
-from cas.objectstore import ObjectStore
+from cas.objectstore import ChunkLocation, ObjectStore
 
 # Files up to this size are one loose object; larger ones are cut into packed chunks.
 SMALL_MAX = 1 << 20
+_KEEP_LOCATED = 1 << 17
+_DIGEST = itemgetter(0)
+_SIZE = itemgetter(1)
 
 
 class _Pending:
@@ -133,7 +137,7 @@ def _releaser(mapped: mmap.mmap) -> Release:
     return release
 
 
-def check_expansion(objects: ObjectStore, tree: Tree) -> None:
+def check_expansion(objects: ObjectStore, tree: Tree) -> dict[bytes, ChunkLocation]:
     """Check a tree's declared sizes against what is stored, before anything is allocated for it.
 
     A chunk listed many times expands a small object into a large value (a
@@ -142,35 +146,38 @@ def check_expansion(objects: ObjectStore, tree: Tree) -> None:
     where distinct bytes are its inline data plus each distinct chunk once.
     A packed chunk's size must equal the pack index's, and its stored bytes
     must be able to hold it; so must a loose chunk's larger than a small file.
+    Returns where each packed chunk was found (the reads plan with it).
     Raises ExpansionLimitError, CorruptObjectError.
     """
-    pairs: set[tuple[bytes, int]] = set()
+    sizes: dict[bytes, int] = {}
     logical = distinct = 0
     for entry in tree.entries:
         logical += entry.size
         if entry.data is not None:
             distinct += entry.size
         else:
-            pairs.update(entry.chunks)
-    if not pairs:
-        return
-    sizes = dict(pairs)
-    if len(sizes) != len(pairs):
-        raise CorruptObjectError("the tree lists a chunk with two different sizes")
-    index = objects.locate_many(sizes)
-    raw_codec = codec.CODEC_RAW
-    for d, n in sizes.items():
-        loc = index.get(d)
-        if loc is not None:
-            e = loc.entry
-            if e.raw_size != n:
-                raise CorruptObjectError(f"chunk {short(d)}: the tree says {n} bytes, its pack index {e.raw_size}")
-            if e.codec == raw_codec and e.stored - codec.HEADER_SIZE != n:
-                _check_backed(d, n, e.stored, raw=True)
-            elif n > (e.stored - codec.HEADER_SIZE) * codec.MAX_ZSTD_RATIO:
-                _check_backed(d, n, e.stored, raw=False)
-        elif n > SMALL_MAX and objects.has_object(d):
-            _check_backed(d, n, objects.loose_size(d), raw=False)
+            sizes.update(entry.chunks)
+    # Every listing of a chunk, in every file, must give the size kept for it (C-level passes).
+    for entry in tree.entries:
+        if any(map(ne, map(sizes.__getitem__, map(_DIGEST, entry.chunks)), map(_SIZE, entry.chunks))):
+            raise CorruptObjectError("the tree lists a chunk with two different sizes")
+    if not sizes:
+        return {}
+    located = objects.locate_many(sizes)
+    raw_codec, header = codec.CODEC_RAW, codec.HEADER_SIZE
+    for d, loc in located.items():
+        n = sizes[d]
+        e = loc.entry
+        if e.raw_size != n:
+            raise CorruptObjectError(f"chunk {short(d)}: the tree says {n} bytes, its pack index {e.raw_size}")
+        if e.codec == raw_codec and e.stored - header != n:
+            _check_backed(d, n, e.stored, raw=True)
+        elif n > (e.stored - header) * codec.MAX_ZSTD_RATIO:
+            _check_backed(d, n, e.stored, raw=False)
+    if len(located) != len(sizes):
+        for d, n in sizes.items():
+            if d not in located and n > SMALL_MAX and objects.has_object(d):
+                _check_backed(d, n, objects.loose_size(d), raw=False)
     distinct += sum(sizes.values())
     limit = max(objects.expansion_allowance, objects.max_expansion * distinct)
     if logical > limit:
@@ -180,6 +187,7 @@ def check_expansion(objects: ObjectStore, tree: Tree) -> None:
             f"(or {objects.expansion_allowance:,} bytes in all); if you trust it, raise the limit with "
             "cas.open(..., max_expansion=N, expansion_allowance=BYTES)"
         )
+    return located
 
 
 def _check_backed(d: bytes, size: int, stored: int, *, raw: bool) -> None:
@@ -194,7 +202,10 @@ class TreeReader:
     """Reads the files of a stored tree, verifying every byte."""
 
     def __init__(self, objects: ObjectStore, tree: Tree, metadata: dict[str, Any] | None = None) -> None:
-        check_expansion(objects, tree)  # before any read allocates what the tree declares
+        # Before any read allocates what the tree declares; the reads plan with the locations found
+        # (kept for trees of up to _KEEP_LOCATED chunks, about 10 GiB: larger ones locate per file).
+        located = check_expansion(objects, tree)
+        self._located = located if len(located) <= _KEEP_LOCATED else None
         self._objects = objects
         self._entries = {e.path: e for e in tree.entries}
         self._metadata = metadata or {}
@@ -216,7 +227,7 @@ class TreeReader:
         return self._entry(path).size
 
     def read_bytes(self, path: str) -> bytes:
-        return restore.read_bytes(self._objects, self._entry(path))
+        return restore.read_bytes(self._objects, self._entry(path), self._located)
 
     def read_range(self, path: str, start: int, end: int) -> bytes:
         """Bytes ``start`` to ``end`` of one file (clamped to its size), reading only the chunks they touch."""
@@ -226,7 +237,7 @@ class TreeReader:
         entry = self._entry(path)
         if len(dest) != entry.size:
             raise InvalidArgumentError(f"destination is {len(dest)} bytes, file {path!r} is {entry.size}")
-        restore.read_into(self._objects, entry, dest)
+        restore.read_into(self._objects, entry, dest, self._located)
 
     def restore_file(self, path: str, target: Path, *, executable: bool = False) -> Path:
         """Write one file to ``target``, or into it under its base name if ``target`` is a folder.
@@ -238,7 +249,7 @@ class TreeReader:
         entry = self._entry(path)
         dest = destination.plan_file(target, path.rpartition("/")[2])
         dest.parent.mkdir(parents=True, exist_ok=True)
-        restore.restore_file(self._objects, entry, dest, executable=executable)
+        restore.restore_file(self._objects, entry, dest, executable=executable, located=self._located)
         return dest
 
     def restore_tree(self, target: Path, *, executable: frozenset[str] = frozenset()) -> Path:
@@ -255,5 +266,7 @@ class TreeReader:
             if dest.parent not in made:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 made.add(dest.parent)
-            restore.restore_file(self._objects, self._entries[path], dest, executable=path in executable)
+            restore.restore_file(
+                self._objects, self._entries[path], dest, executable=path in executable, located=self._located
+            )
         return target

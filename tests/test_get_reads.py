@@ -15,11 +15,13 @@ import pytest
 
 import cas
 from cas import restore
+from cas.consolidate import consolidate
 from cas.errors import CorruptObjectError, IntegrityError, ObjectNotFoundError
 from cas.hashing import from_hex
 from cas.keys import object_key, pack_key
 from cas.objects import FileEntry, Tree
 from cas.objectstore import ObjectStore
+from cas.trees import TreeReader
 
 
 @pytest.fixture(autouse=True)
@@ -34,6 +36,11 @@ def _entry(store: cas.Store, ref: cas.Ref, path: str) -> FileEntry:
     art = artifacts.artifact(store.repository, ref)
     tree = Tree.from_bytes(store.objects.get_object(art.tree))
     return next(e for e in tree.entries if e.path == path)
+
+
+def _runs(objects: ObjectStore, entry: FileEntry) -> list[list[restore._Run]]:
+    """The file's runs, span by span, as a read plans them."""
+    return list(restore._planned_spans(objects, entry))
 
 
 def _pack_path(store: cas.Store) -> Path:
@@ -61,8 +68,10 @@ def big(local_store: cas.Store) -> tuple[cas.Store, bytes, cas.Ref]:
 def test_runs_cover_the_file_in_order_and_respect_the_limits(big: tuple[cas.Store, bytes, cas.Ref]) -> None:
     store, data, ref = big
     entry = _entry(store, ref, "data")
-    runs = restore._plan(store.objects, entry)
-    assert len(runs) > 10 and len(restore._spans(runs)) >= 5
+    spans = _runs(store.objects, entry)
+    runs = [run for span in spans for run in span]
+    assert len(runs) > 10 and len(spans) >= 5
+    assert all(sum(run.size for run in span[:-1]) < restore.SPAN_BYTES for span in spans)
     offset = 0
     for run in runs:
         assert run.offset == offset
@@ -92,7 +101,7 @@ def test_compressible_chunks_are_read_run_by_run(local_store: cas.Store) -> None
     assert len(data) > (3 << 20)
     ref = local_store.put(data, "csv")
     entry = _entry(local_store, ref, "data")
-    runs = restore._plan(local_store.objects, entry)
+    runs = [run for span in _runs(local_store.objects, entry) for run in span]
     assert {run.codec for run in runs} == {1}  # zstd
     assert local_store.get(ref) == data
 
@@ -139,7 +148,9 @@ def test_a_tree_size_the_pack_index_contradicts_is_refused_before_reading(
     (d0, n0), (d1, n1) = entry.chunks[:2]
     lying = FileEntry("data", entry.size, ((d0, n0 + 1), (d1, n1 - 1), *entry.chunks[2:]), hash=entry.hash)
     with pytest.raises(CorruptObjectError, match="pack entry"):
-        restore._plan(store.objects, lying)
+        _runs(store.objects, lying)
+    with pytest.raises(CorruptObjectError, match="pack index"):
+        TreeReader(store.objects, Tree((lying,)))  # (what a get makes first: before it allocates or reads)
 
 
 def test_loose_and_packed_chunks_mix_in_one_file(local_store: cas.Store) -> None:
@@ -152,7 +163,7 @@ def test_loose_and_packed_chunks_mix_in_one_file(local_store: cas.Store) -> None
     mixed = FileEntry(
         "data", len(loose) * 2 + len(packed), ((d_loose, len(loose)), *entry.chunks, (d_loose, len(loose))), hash=None
     )
-    runs = restore._plan(objects, mixed)
+    runs = [run for span in _runs(objects, mixed) for run in span]
     assert runs[0].pack is None and runs[-1].pack is None
     assert restore.read_bytes(objects, mixed) == loose + packed + loose
     out = bytearray(mixed.size)
@@ -203,3 +214,41 @@ def test_a_packed_object_read_first_falls_back_to_a_whole_loose_copy(tmp_path: P
         again.objects.ensure_index()
         with pytest.raises(cas.IntegrityError):
             again.objects.get_object(d)
+
+
+def test_a_get_plans_with_the_locations_its_size_check_found(
+    big: tuple[cas.Store, bytes, cas.Ref], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, data, ref = big
+    asked: list[int] = []
+    locate_many = ObjectStore.locate_many
+
+    def counting(self: ObjectStore, digests: object) -> object:
+        found = locate_many(self, digests)  # type: ignore[arg-type]
+        asked.append(len(found))
+        return found
+
+    monkeypatch.setattr(ObjectStore, "locate_many", counting)
+    with cas.open(store.url) as fresh:
+        assert fresh.get(ref) == data
+    assert asked == [len(_entry(store, ref, "data").chunks)]  # once, by check_expansion
+
+
+def test_a_reader_whose_chunks_moved_since_it_located_them_reads_them_where_they_are(tmp_path: Path) -> None:
+    url = str(tmp_path / "s")
+    first, second = os.urandom(5 << 20), os.urandom(3 << 20)
+    with cas.open(url) as store:
+        ref = store.put(first, "first")
+        store.put(second, "second")
+        packs_before = set(store.backend.list("packs/"))
+        assert len(packs_before) == 2
+    with cas.open(url) as reader_store:
+        entry = _entry(reader_store, ref, "data")
+        reader = TreeReader(reader_store.objects, Tree((entry,)))  # locates every chunk now
+        with cas.open(url) as other:
+            consolidate(other.repository, force=True)  # merges both packs into a new one, removes them
+            assert not packs_before & set(other.backend.list("packs/"))
+        assert reader.read_bytes("data") == first
+        out = tmp_path / "out.bin"
+        reader.restore_file("data", out)
+        assert out.read_bytes() == first

@@ -145,6 +145,21 @@ def test_same_chunk_with_two_sizes_is_corrupt(tmp_path: Path) -> None:
             store.get("y")
 
 
+def test_same_chunk_with_two_sizes_in_two_files_is_corrupt(tmp_path: Path) -> None:
+    """Each file's list is consistent on its own; together they give one chunk two sizes."""
+    with cas.open(tmp_path / "s") as store:
+        data = _random(3 * MiB, 1)
+        store.put(data, "x")
+        (entry,) = _tree_of(store, "x").entries
+        (d0, n0), (_, n1) = entry.chunks[:2]
+        assert n0 != n1
+        first = dataclasses.replace(entry, path="a")
+        second = FileEntry("b", n1, ((d0, n1),))
+        _plant_bytes_artifact(store, (first, second), "y")
+        with pytest.raises(CorruptObjectError, match="two different sizes"):
+            store.get("y")
+
+
 def test_chunk_size_must_match_the_pack_index(tmp_path: Path) -> None:
     """A tree that moves bytes between two packed chunks (file size unchanged) is refused before reading."""
     with cas.open(tmp_path / "s") as store:
