@@ -23,7 +23,7 @@ M = TypeVar("M", bound=type[Materializer])
 _LAZY_TYPES = {
     ("numpy", "ndarray"): "materializers.numpy_array",
     ("numpy", "generic"): "materializers.numpy_array",
-    ("numpy", "MaskedArray"): "materializers.numpy_array",
+    ("numpy", "MaskedArray"): "materializers.numpy_masked",
     ("pandas", "DataFrame"): "materializers.arrow",
     ("pandas", "Series"): "materializers.arrow",
     ("pyarrow", "Table"): "materializers.arrow",
@@ -53,7 +53,7 @@ _LAZY_TYPES = {
 # materializer name -> (module, what to install when it is missing)
 _LAZY_NAMES = {
     "cas.numpy": ("materializers.numpy_array", "numpy"),
-    "cas.numpy.masked": ("materializers.numpy_array", "numpy"),
+    "cas.numpy.masked": ("materializers.numpy_masked", "numpy"),
     "cas.pandas": ("materializers.arrow", "cas-store[pandas]"),
     "cas.arrow": ("materializers.arrow", "cas-store[pandas]"),
     "cas.pydantic": ("materializers.pydantic_model", "pydantic"),

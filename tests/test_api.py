@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import cas
 
@@ -31,6 +32,22 @@ def test_import_does_not_pull_optional_libraries() -> None:
     code = "import sys, cas; print(sorted(m for m in ('numpy', 'pandas', 'pyarrow', 's3fs') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_plain_arrays_do_not_pull_numpy_ma(tmp_path: Path) -> None:
+    """numpy.ma costs ~20 ms to import: only a masked array's materializer needs it."""
+    code = (
+        "import sys, numpy as np, cas\n"
+        f"with cas.open({str(tmp_path / 's')!r}) as s:\n"
+        "    s.put(np.arange(1 << 18, dtype=np.float64), 'a')\n"
+        "    assert s.get('a').sum() == (1 << 18) * ((1 << 18) - 1) / 2\n"
+        "print('numpy.ma' in sys.modules)\n"
+        "s = cas.open(" + repr(str(tmp_path / "s")) + ")\n"
+        "s.put(np.ma.masked_array([1.0, 2.0], mask=[True, False]), 'm')\n"
+        "print(s.get('m').mask.tolist())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "[True,", "False]"]
 
 
 def test_cli_smoke(tmp_path) -> None:  # type: ignore[no-untyped-def]
