@@ -24,29 +24,37 @@ class EncodingError(TypeError):
     """A value that has no canonical encoding (a programming error inside cas)."""
 
 
+# Values written as they are: no check or copy needed (subclasses take the general path).
+_SCALARS = frozenset({str, int, float, bytes, bool, type(None)})
+
+
 def _canonical(value: Any, depth: int) -> Any:
     if depth > MAX_DEPTH:
         raise EncodingError("value nested too deeply")
     if isinstance(value, dict):
-        items = []
-        for key, item in value.items():
+        keys = list(value)
+        for key in keys:
             if not isinstance(key, str):
                 raise EncodingError(f"map key {key!r} is not a str")
-            items.append((key.encode("utf-8"), key, _canonical(item, depth + 1)))
-        items.sort(key=lambda entry: entry[0])
-        return {key: item for _, key, item in items}
+        # Code point order is UTF-8 byte order (a key that is not valid UTF-8 fails in packb).
+        keys.sort()
+        out = {}
+        for key in keys:
+            item = value[key]
+            out[key] = item if type(item) in _SCALARS else _canonical(item, depth + 1)
+        return out
     if isinstance(value, (list, tuple)):
         # Most lists (chunk and index tables) hold only flat rows; check those cheaply.
-        out = []
+        out_list = []
         for item in value:
             t = type(item)
             if t is bytes or t is int or t is str:
-                out.append(item)
+                out_list.append(item)
             elif (t is list or t is tuple) and all(type(x) is bytes or type(x) is int for x in item):
-                out.append(item)  # (msgpack writes a tuple as an array, like a list)
+                out_list.append(item)  # (msgpack writes a tuple as an array, like a list)
             else:
-                out.append(_canonical(item, depth + 1))
-        return out
+                out_list.append(_canonical(item, depth + 1))
+        return out_list
     if value is None or isinstance(value, (bool, int, float, str, bytes)):
         return value
     if isinstance(value, (bytearray, memoryview)):

@@ -220,6 +220,17 @@ class StoredObject(Encoded):
         """The BLAKE3 digest of ``to_bytes()``: the id the object has (or will have) in any store."""
         return hashing.digest(self.to_bytes())
 
+    @classmethod
+    def from_bytes(cls: type[KindT], data: bytes | bytearray | memoryview, *, key: str | None = None) -> KindT:
+        """Decode and check untrusted bytes; the object's id is then their digest, not encoded again.
+
+        Decoding refuses bytes that are not the canonical form, so they are
+        exactly what ``to_bytes`` gives back.
+        """
+        obj = super().from_bytes(data, key=key)
+        obj.__dict__["digest"] = hashing.digest(data)  # (what cached_property would store)
+        return obj
+
 
 @closed
 def _tree_path(value: Any, key: str, name: str) -> str:

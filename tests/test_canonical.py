@@ -32,6 +32,21 @@ def test_keys_sorted_by_utf8_bytes() -> None:
     assert list(msgpack.unpackb(data)) == ["Z", "a", "b", "é"]
 
 
+_keys = st.text(st.characters(blacklist_categories=("Cs",)))  # any code point UTF-8 can spell
+
+
+@given(st.dictionaries(_keys, st.integers(0, 9), min_size=2))
+def test_any_keys_come_out_in_utf8_byte_order(d: dict[str, int]) -> None:
+    """Keys are sorted as str (code points): the same order as their UTF-8 bytes, checked here."""
+    keys = list(msgpack.unpackb(canonical.encode(d), raw=True))
+    assert keys == sorted(k.encode("utf-8") for k in d)
+
+
+def test_a_key_utf8_can_not_spell_is_refused() -> None:
+    with pytest.raises(canonical.EncodingError):
+        canonical.encode({"\ud800": 1, "a": 2})
+
+
 @pytest.mark.parametrize(
     "data",
     [

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from cas import canonical
 from cas.errors import CorruptObjectError, InvalidNameError
 from cas.hashing import digest, to_hex
-from cas.objects import Artifact, ChunkMap, FileEntry, PackEntry, PackIndex, RefRecord, Tree, check_tree_path
+from cas.objects import Artifact, ChunkMap, FileEntry, PackEntry, PackIndex, RefRecord, Run, Tree, check_tree_path
 
 H = digest(b"chunk")
 
@@ -188,3 +188,15 @@ def test_bad_tree_paths(path: str) -> None:
 def test_good_tree_paths() -> None:
     for path in ("a", "a/b/c.txt", "ünïcode/файл", ".hidden", "a..b"):
         assert check_tree_path(path) == path
+
+
+def test_a_decoded_object_has_the_id_of_its_bytes(local_store) -> None:  # type: ignore[no-untyped-def]
+    """from_bytes takes the id from the bytes it decoded (canonical, so what to_bytes gives again)."""
+    out = local_store.put({"x": [1, 2.5, "é"]}, "v")
+    run = local_store.record_run(step="s", outputs={"o": out}, params={"b": {"z": 1, "a": [None, True]}})
+    for data, kind in (
+        (local_store.objects.get_object(run.hash), Run),
+        (local_store.objects.get_object(bytes.fromhex(out.hash)), Artifact),
+    ):
+        decoded = kind.from_bytes(data)
+        assert decoded.digest == digest(data) == digest(decoded.to_bytes())
