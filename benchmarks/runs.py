@@ -15,7 +15,7 @@ def _ms(samples: list[float]) -> tuple[float, float, float]:
 
 
 def step_latency(work: Path, size: int, repeats: int) -> list[Row]:
-    """A cache hit that loads a small output, and the overhead of a miss around a no-op body."""
+    """A cache-hit check alone, a whole cache hit that loads a small output and records itself, and the overhead of a miss."""
     store_dir = work / "store"
     remove(store_dir)
     calls = 200 if repeats > 2 else 50
@@ -25,12 +25,18 @@ def step_latency(work: Path, size: int, repeats: int) -> list[Row]:
         def summarize(n: int) -> dict[str, float]:
             return {"mean": n / 2, "max": float(n)}
 
-        summarize(10)  # the miss that fills the cache
+        _, first = summarize.call(10)  # the miss that fills the cache
         hits = []
         for _ in range(calls):
             start = time.perf_counter()
             summarize(10)
             hits.append(time.perf_counter() - start)
+        checks = []  # the check alone: the cache entry, the run it names, its outputs still stored
+        for _ in range(calls):
+            start = time.perf_counter()
+            found = store.cached_run(first.cache_key)
+            checks.append(time.perf_counter() - start)
+            assert found is not None and found.hash == first.hash
 
         @store.step(name="bench.miss")
         def noop(i: int) -> int:
@@ -46,10 +52,14 @@ def step_latency(work: Path, size: int, repeats: int) -> list[Row]:
             bare.append(time.perf_counter() - start)
     remove(store_dir)
     hit, hit_lo, hit_hi = _ms(hits)
+    check, check_lo, check_hi = _ms(checks)
     overhead = [m - b for m, b in zip(misses, bare, strict=True)]
     miss, miss_lo, miss_hi = _ms(overhead)
     return [
-        Row("step cache hit, small output", hit, "ms", hit_lo, hit_hi, "", None, None, "<= 2 ms", hit <= 2),
+        Row("step cache-hit check (store.cached_run)", check, "ms", check_lo, check_hi, "", None, None, "<= 1 ms",
+            check <= 1),
+        Row("step cache hit, small output (check, load, record)", hit, "ms", hit_lo, hit_hi, "", None, None,
+            "<= 2 ms", hit <= 2),
         Row("step miss: store overhead (no-op body)", miss, "ms", miss_lo, miss_hi, "", None, None, "<= 5 ms",
             miss <= 5),
     ]  # fmt: skip
