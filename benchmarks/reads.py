@@ -9,7 +9,9 @@ sides (the order flips each round), medians reported:
 - get of the array through a fresh ``cas.open`` (as a new process would see it:
   nothing decoded yet) vs ``np.load``, ``joblib.load`` and ``pickle.load``;
 - get of the bytes vs ``open().read()``;
-- ``store.export`` of the file to a path vs ``read()`` then ``write()`` in Python.
+- ``store.export`` of the file to a path vs ``read()`` then ``write()`` in Python;
+- decoding the array's tree (its chunk list), in ms per GiB of file, vs
+  ``msgpack.unpackb`` of the same bytes.
 
 Every side runs once untimed first, so both read from a warm page cache: the
 rows measure the work of reading (copies, hashing, decoding), not the disk.
@@ -22,10 +24,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import numpy as np
 
 import cas
-from benchmarks.harness import Row, alternate, remove, throughput_row
+from benchmarks.harness import Row, alternate, median, remove, throughput_row
+from cas.objects import Tree
 
 MAX_SIZE = 256 << 20
 
@@ -92,6 +96,8 @@ def large_reads(work: Path, size: int, repeats: int) -> list[Row]:
         ),
     ]
 
+    rows.append(_chunk_list_row(store_dir, nbytes, repeats))
+
     assert get("bytes") == _read_file(raw), "get of the bytes returned something else"
     times = alternate({"cas": (lambda: get("bytes"), None), "plain": (lambda: _read_file(raw), None)}, repeats)
     rows.append(throughput_row("get bytes (fresh open)", nbytes, times["cas"], times["plain"], "open().read()", 0.8))
@@ -115,6 +121,43 @@ def large_reads(work: Path, size: int, repeats: int) -> list[Row]:
     for path in (store_dir, npy, pkl, jl, raw):
         remove(path)
     return rows
+
+
+def _chunk_list_row(store_dir: Path, nbytes: int, repeats: int) -> Row:
+    """Decoding the array's tree (its chunk list, every field checked, canonical form too), in ms per GiB stored.
+
+    Beside ``msgpack.unpackb`` of the same bytes, which checks nothing: what
+    reading any msgpack chunk list costs at least. Each sample decodes 20 times
+    (the garbage collector on, as in a get).
+    """
+    from cas import artifacts
+
+    with cas.open(store_dir) as store:
+        tree_id = artifacts.artifact(store.repository, store.resolve("array")).tree
+        data = store.objects.get_object(tree_id)
+    per_gib = (1 << 30) / nbytes
+
+    def decode_20(fn: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(20):
+                fn()
+
+        return run
+
+    times = alternate(
+        {
+            "cas": (decode_20(lambda: Tree.from_bytes(data)), None),
+            "msgpack": (decode_20(lambda: msgpack.unpackb(data, raw=False, use_list=False)), None),
+        },
+        max(repeats, 5),
+    )
+    ms = [t / 20 * 1e3 * per_gib for t in times["cas"]]
+    ref = median([t / 20 * 1e3 * per_gib for t in times["msgpack"]])
+    value = median(ms)
+    return Row(
+        "decode a chunk list, per GiB of file", value, "ms", min(ms), max(ms), "msgpack.unpackb alone", ref,
+        value / ref, "<= 5 ms per GiB", value <= 5,
+    )  # fmt: skip
 
 
 WORKLOADS = {"reads": large_reads}
