@@ -132,30 +132,20 @@ def test_a_file_of_zeros_still_works(tmp_path: Path) -> None:
         assert got.shape == zeros.shape and not got.any()
 
 
-def test_same_chunk_with_two_sizes_is_corrupt(tmp_path: Path) -> None:
-    with cas.open(tmp_path / "s") as store:
-        data = _random(3 * MiB, 1)
-        store.put(data, "x")
-        (entry,) = _tree_of(store, "x").entries
-        (d0, n0), (d1, n1) = entry.chunks[:2]
-        chunks = ((d0, n0), (d0, n1), *entry.chunks[2:])
-        planted = dataclasses.replace(entry, chunks=chunks)
-        _plant_bytes_artifact(store, (planted,), "y")
-        with pytest.raises(CorruptObjectError, match="two different sizes"):
-            store.get("y")
-
-
-def test_same_chunk_with_two_sizes_in_two_files_is_corrupt(tmp_path: Path) -> None:
-    """Each file's list is consistent on its own; together they give one chunk two sizes."""
+@pytest.mark.parametrize("across_files", [False, True])
+def test_same_chunk_with_two_sizes_is_corrupt(tmp_path: Path, across_files: bool) -> None:
+    """In one file's list, or in two files whose lists are each consistent on their own."""
     with cas.open(tmp_path / "s") as store:
         data = _random(3 * MiB, 1)
         store.put(data, "x")
         (entry,) = _tree_of(store, "x").entries
         (d0, n0), (_, n1) = entry.chunks[:2]
         assert n0 != n1
-        first = dataclasses.replace(entry, path="a")
-        second = FileEntry("b", n1, ((d0, n1),))
-        _plant_bytes_artifact(store, (first, second), "y")
+        if across_files:
+            planted = (dataclasses.replace(entry, path="a"), FileEntry("b", n1, ((d0, n1),)))
+        else:
+            planted = (dataclasses.replace(entry, chunks=((d0, n0), (d0, n1), *entry.chunks[2:])),)
+        _plant_bytes_artifact(store, planted, "y")
         with pytest.raises(CorruptObjectError, match="two different sizes"):
             store.get("y")
 
