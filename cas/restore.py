@@ -85,7 +85,7 @@ def _spans_of(entry: FileEntry, index: Located) -> Iterator[list[_Run]]:
     offset = 0
     for d, size in entry.chunks:
         loc = index.get(d)
-        e = None if loc is None else loc.entry
+        pack, e = (None, None) if loc is None else loc
         if e is not None and (e.raw_size != size or (e.codec == _RAW and e.stored != size + _HEADER)):
             raise CorruptObjectError(
                 f"chunk {short(d)}: the tree says {size:,} bytes, its pack entry {e.raw_size:,} ({e.stored:,} stored)"
@@ -94,7 +94,7 @@ def _spans_of(entry: FileEntry, index: Located) -> Iterator[list[_Run]]:
             e is not None
             and run is not None
             and run.end == e.offset
-            and run.pack == loc.pack  # type: ignore[union-attr]
+            and run.pack == pack
             and run.codec == e.codec
             and run.size + size <= RUN_BYTES
             and len(run.chunks) < MAX_RUN_CHUNKS
@@ -109,7 +109,7 @@ def _spans_of(entry: FileEntry, index: Located) -> Iterator[list[_Run]]:
             if e is None:  # a loose chunk: a run of its own
                 run = _Run(None, -1, 0, 0, offset, size, [(d, size, None)])
             else:
-                run = _Run(loc.pack, e.codec, e.offset, e.offset + e.stored, offset, size, [(d, size, e)])  # type: ignore[union-attr]
+                run = _Run(pack, e.codec, e.offset, e.offset + e.stored, offset, size, [(d, size, e)])
             span.append(run)
         span_size += size
         offset += size
