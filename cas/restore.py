@@ -1,10 +1,11 @@
 """Reading files back out of chunks: into memory or onto disk, verified, concurrently.
 
-A file's chunk list is planned once: one ``locate_many`` for all its chunks,
-then *runs* of chunks that sit back to back in one pack with one codec, each
-at most ``RUN_BYTES``. Runs are grouped into spans of about ``SPAN_BYTES``,
-taken in turn by the calling thread and a few of the store's pool threads
-(reads and BLAKE3 release the GIL). A raw run is one vectored read of its headers
+A file's chunks are located once (by the tree's size check, which a reader
+passes on, or one ``locate_many``), then planned as *runs* of chunks that sit
+back to back in one pack with one codec, each at most ``RUN_BYTES``. Runs are
+grouped into spans of about ``SPAN_BYTES``, planned as they are taken in turn
+by the calling thread and a few of the store's pool threads (reads and BLAKE3
+release the GIL), so reading starts after the first span is planned. A raw run is one vectored read of its headers
 and payloads straight into the destination (no copy of ours), after which its
 chunks are hashed while they are still in the CPU's cache; a compressed run is
 one read, then each chunk is decoded, verified and copied into place; a loose
