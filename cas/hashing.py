@@ -26,11 +26,6 @@ def digest(data: bytes | bytearray | memoryview) -> bytes:
     return blake3.blake3(data).digest()
 
 
-#: ``BLAKE3(data).digest()`` is ``digest(data)`` for data under 4 MiB, without a call of ours around it
-#: (for loops over the chunks of a read).
-BLAKE3 = blake3.blake3
-
-
 def hasher() -> blake3.blake3:
     """An incremental BLAKE3 hasher on the calling thread (``update`` releases the GIL)."""
     return blake3.blake3()

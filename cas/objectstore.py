@@ -369,14 +369,8 @@ class ObjectStore:
         found: dict[bytes, ChunkLocation] = {}
         rest: list[bytes] = []
         singles = 0
-        recent, cached, gone = self._recent, self._cached, self._gone
         for d in digests:
-            # _known(d), inline: this loop runs once per chunk of every get and put batch
-            loc = recent.get(d)
-            if loc is None or loc.pack in gone:
-                loc = cached.get(d)
-                if loc is not None and loc.pack in gone:
-                    loc = None
+            loc = self._known(d)
             if loc is None and singles < _SINGLE_LOOKUPS and self._tables:
                 singles += 1
                 loc = self._from_tables(d)

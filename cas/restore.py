@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from cas import codec, hashing
+from cas import codec
 from cas.buffers import filled_bytes
 from cas.errors import CorruptObjectError, IntegrityError, ObjectNotFoundError
-from cas.hashing import short
+from cas.hashing import digest, short
 from cas.keys import pack_key
 from cas.objects import FileEntry, PackEntry
 from cas.objectstore import ChunkLocation, ObjectStore, backend_errors, check_entry_header
@@ -191,12 +191,10 @@ def _read_raw_run(objects: ObjectStore, run: _Run, dest: memoryview) -> None:
         slot += _HEADER
     _read_pack(objects, run, lambda key: objects.backend.readv(key, run.start, buffers))
     # The common case costs one comparison for all headers and one per hash; the diagnosis runs on a mismatch.
-    pack, magic, version = codec.HEADER.pack, codec.MAGIC, codec.FORMAT_VERSION
-    if headers != b"".join([pack(magic, version, _RAW, 0, size) for _, size, _ in chunks]):
+    if headers != b"".join([codec.pack_header(_RAW, size) for _, size, _ in chunks]):
         _diagnose_headers(run, headers)
-    blake3 = hashing.BLAKE3  # (chunks are at most 256 KiB: digest() would not thread them)
     for view, (d, _, _) in zip(views, chunks, strict=True):
-        if blake3(view).digest() != d:
+        if digest(view) != d:
             assert run.pack is not None
             codec.verify(view, d, key=f"chunk {short(d)} in pack {short(run.pack)}")
 
